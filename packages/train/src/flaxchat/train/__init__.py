@@ -1,0 +1,1 @@
+"""flaxchat.train."""
