@@ -1,0 +1,273 @@
+"""The nanochat GPT in Flax NNX.
+
+Weights are stored fp32 with Flax's (in, out) kernel layout; activations run in `dtype`
+(fp32 or bf16) and every weight is cast to the activation dtype inside its matmul, as
+nanochat does. Features: smear, RoPE (base 100000, rotation by -theta), QK-norm x1.2, GQA,
+sliding windows, value embeddings with a gate, ReLU^2 MLP, resid/x0 lambdas, backout,
+final norm, untied head, logit softcap.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from flaxchat.model.config import GPTConfig
+from flaxchat.model.kv_cache import KVCache
+
+NORM_EPS = float(jnp.finfo(jnp.float32).eps)  # PyTorch's rms_norm default eps
+QK_SCALE = 1.2
+SMEAR_CHANNELS = 24
+VE_GATE_CHANNELS = 12
+IGNORE_INDEX = -1
+
+
+def rms_norm(x: jax.Array) -> jax.Array:
+    """Parameter-free RMSNorm computed in fp32 and cast back."""
+    x32 = x.astype(jnp.float32)
+    y = x32 * jax.lax.rsqrt(jnp.mean(jnp.square(x32), axis=-1, keepdims=True) + NORM_EPS)
+    return y.astype(x.dtype)
+
+
+def rotary(positions: jax.Array, head_dim: int, base: float, dtype) -> tuple[jax.Array, jax.Array]:
+    """cos/sin tables for integer positions (B, T), shaped (B, T, 1, head_dim/2), in `dtype`."""
+    inv_freq = 1.0 / (base ** (jnp.arange(0, head_dim, 2, dtype=jnp.float32) / head_dim))
+    freqs = positions.astype(jnp.float32)[..., None] * inv_freq
+    return jnp.cos(freqs)[:, :, None, :].astype(dtype), jnp.sin(freqs)[:, :, None, :].astype(dtype)
+
+
+def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
+    half = x.shape[-1] // 2
+    x1, x2 = x[..., :half], x[..., half:]
+    return jnp.concatenate([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], axis=-1)
+
+
+def softcap(logits: jax.Array, cap: float) -> jax.Array:
+    return cap * jnp.tanh(logits / cap)
+
+
+def cross_entropy(logits: jax.Array, targets: jax.Array, reduction: str = "mean") -> jax.Array:
+    """Cross entropy over the last axis; targets == -1 are ignored.
+
+    'mean' averages over valid targets (0 when there are none), 'sum' sums them, 'none'
+    returns per-token losses with 0 at ignored positions.
+    """
+    valid = targets != IGNORE_INDEX
+    safe = jnp.where(valid, targets, 0)
+    logits = logits.astype(jnp.float32)
+    picked = jnp.take_along_axis(logits, safe[..., None], axis=-1)[..., 0]
+    losses = jnp.where(valid, jax.nn.logsumexp(logits, axis=-1) - picked, 0.0)
+    if reduction == "none":
+        return losses
+    if reduction == "sum":
+        return losses.sum()
+    if reduction == "mean":
+        return losses.sum() / jnp.maximum(valid.sum(), 1)
+    raise ValueError(f"loss_reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+
+
+def _uniform(key, shape, low, high):
+    return jax.random.uniform(key, shape, jnp.float32, low, high)
+
+
+def _matmul(x: jax.Array, kernel: nnx.Param) -> jax.Array:
+    return x @ kernel[...].astype(x.dtype)
+
+
+class Attention(nnx.Module):
+    def __init__(self, config: GPTConfig, layer: int, rngs: nnx.Rngs):
+        c, hd = config.n_embd, config.head_dim
+        s = math.sqrt(3.0) / math.sqrt(c)
+        self.n_head, self.n_kv_head, self.head_dim = config.n_head, config.n_kv_head, hd
+        self.c_q = nnx.Param(_uniform(rngs.params(), (c, config.n_head * hd), -s, s))
+        self.c_k = nnx.Param(_uniform(rngs.params(), (c, config.n_kv_head * hd), -s, s))
+        self.c_v = nnx.Param(_uniform(rngs.params(), (c, config.n_kv_head * hd), -s, s))
+        self.c_proj = nnx.Param(jnp.zeros((config.n_head * hd, c), jnp.float32))
+        self.ve_gate = (
+            nnx.Param(_uniform(rngs.params(), (VE_GATE_CHANNELS, config.n_kv_head), 0.0, 0.02))
+            if config.has_value_embed(layer)
+            else None
+        )
+
+    def qkv(self, x, ve, cos, sin):
+        b, t, _ = x.shape
+        q = _matmul(x, self.c_q).reshape(b, t, self.n_head, self.head_dim)
+        k = _matmul(x, self.c_k).reshape(b, t, self.n_kv_head, self.head_dim)
+        v = _matmul(x, self.c_v).reshape(b, t, self.n_kv_head, self.head_dim)
+        if ve is not None:
+            gate = 3.0 * jax.nn.sigmoid(_matmul(x[..., :VE_GATE_CHANNELS], self.ve_gate))
+            v = v + gate[..., None] * ve.reshape(b, t, self.n_kv_head, self.head_dim)
+        q = rms_norm(apply_rotary(q, cos, sin)) * QK_SCALE
+        k = rms_norm(apply_rotary(k, cos, sin)) * QK_SCALE
+        return q, k, v
+
+    def __call__(self, x, ve, cos, sin, window: int):
+        """Training / reference path: causal attention within the layer's window."""
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x, ve, cos, sin)
+        local = (window, 0) if window < t - 1 else None
+        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=local)
+        return _matmul(y.reshape(b, t, -1), self.c_proj)
+
+    def cached(self, x, ve, cos, sin, window: int, k_cache, v_cache, positions):
+        """Write this chunk's k/v at `positions` (B, T) and attend over the whole cache."""
+        b, t, _ = x.shape
+        q, k, v = self.qkv(x, ve, cos, sin)
+        rows = jnp.arange(b)[:, None]
+        k_cache = k_cache.at[rows, positions].set(k.astype(k_cache.dtype), mode="drop")
+        v_cache = v_cache.at[rows, positions].set(v.astype(v_cache.dtype), mode="drop")
+        key_pos = jnp.arange(k_cache.shape[1])
+        delta = positions[:, :, None] - key_pos[None, None, :]  # (B, T, S)
+        mask = (delta >= 0) & (delta <= window)
+        y = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask=mask[:, None])
+        return _matmul(y.reshape(b, t, -1), self.c_proj), k_cache, v_cache
+
+
+class MLP(nnx.Module):
+    def __init__(self, config: GPTConfig, rngs: nnx.Rngs):
+        c = config.n_embd
+        s = math.sqrt(3.0) / math.sqrt(c)
+        self.kind = config.mlp
+        self.c_fc = nnx.Param(_uniform(rngs.params(), (c, 4 * c), -0.4 * s, 0.4 * s))
+        self.c_proj = nnx.Param(jnp.zeros((4 * c, c), jnp.float32))
+
+    def __call__(self, x):
+        h = _matmul(x, self.c_fc)
+        h = jnp.square(jax.nn.relu(h)) if self.kind == "relu2" else jax.nn.gelu(h, approximate=False)
+        return _matmul(h, self.c_proj)
+
+
+class Block(nnx.Module):
+    def __init__(self, config: GPTConfig, layer: int, rngs: nnx.Rngs):
+        self.attn = Attention(config, layer, rngs)
+        self.mlp = MLP(config, rngs)
+
+    def __call__(self, x, ve, cos, sin, window: int):
+        x = x + self.attn(rms_norm(x), ve, cos, sin, window)
+        return x + self.mlp(rms_norm(x))
+
+    def cached(self, x, ve, cos, sin, window: int, k_cache, v_cache, positions):
+        y, k_cache, v_cache = self.attn.cached(rms_norm(x), ve, cos, sin, window, k_cache, v_cache, positions)
+        x = x + y
+        return x + self.mlp(rms_norm(x)), k_cache, v_cache
+
+
+class GPT(nnx.Module):
+    def __init__(self, config: GPTConfig, *, rngs: nnx.Rngs, dtype=jnp.float32, remat: bool = False):
+        self.config = config
+        self.dtype = jnp.dtype(dtype)
+        self.remat = remat
+        c, vp, n = config.n_embd, config.padded_vocab, config.n_layer
+        s = math.sqrt(3.0) / math.sqrt(c)
+        self.wte = nnx.Param(0.8 * jax.random.normal(rngs.params(), (vp, c), jnp.float32))
+        self.blocks = nnx.List([Block(config, i, rngs) for i in range(n)])
+        kv_dim = config.n_kv_head * config.head_dim
+        self.value_embeds = nnx.Dict(
+            {str(i): nnx.Param(_uniform(rngs.params(), (vp, kv_dim), -s, s)) for i in config.value_embed_layers}
+        )
+        self.lm_head = (
+            None if config.tie_embeddings else nnx.Param(0.001 * jax.random.normal(rngs.params(), (c, vp), jnp.float32))
+        )
+        frac = jnp.arange(n, dtype=jnp.float32) / max(n - 1, 1)
+        self.resid_lambdas = nnx.Param(1.15 - 0.10 * frac)
+        self.x0_lambdas = nnx.Param(0.20 - 0.15 * frac)
+        self.smear_gate = nnx.Param(_uniform(rngs.params(), (SMEAR_CHANNELS, 1), 0.0, 0.02))
+        self.smear_lambda = nnx.Param(jnp.zeros((1,), jnp.float32))
+        self.backout_lambda = nnx.Param(jnp.full((1,), 0.2, jnp.float32))
+
+    # Pieces shared by the training and the cached paths -----------------------------
+    def _embed(self, idx):
+        return rms_norm(self.wte[...][idx].astype(self.dtype))
+
+    def _smear_gate(self, x):
+        return self.smear_lambda[...].astype(x.dtype) * jax.nn.sigmoid(_matmul(x[..., :SMEAR_CHANNELS], self.smear_gate))
+
+    def _value_embed(self, layer: int, idx):
+        table = self.value_embeds.get(str(layer))
+        return None if table is None else table[...][idx].astype(self.dtype)
+
+    def _trunk(self, x, idx, run_block):
+        """Layers, backout and final norm; run_block(i, block, x, ve) applies block i."""
+        x0 = x
+        backout = None
+        for i, block in enumerate(self.blocks):
+            x = self.resid_lambdas[i].astype(x.dtype) * x + self.x0_lambdas[i].astype(x.dtype) * x0
+            x = run_block(i, block, x, self._value_embed(i, idx))
+            if i == self.config.backout_layer:
+                backout = x
+        x = x - self.backout_lambda[...].astype(x.dtype) * backout
+        return rms_norm(x)
+
+    def head(self, h):
+        """Final hidden states -> fp32 softcapped logits over the real vocabulary."""
+        kernel = self.wte[...].T if self.lm_head is None else self.lm_head[...]
+        logits = (h @ kernel.astype(h.dtype))[..., : self.config.vocab_size]
+        return softcap(logits.astype(jnp.float32), self.config.softcap)
+
+    # Training / reference forward ----------------------------------------------------
+    def __call__(self, idx, targets=None, *, loss_reduction: str = "mean"):
+        """idx (B, T) int -> logits (B, T, vocab) fp32, or the loss when targets are given."""
+        b, t = idx.shape
+        positions = jnp.broadcast_to(jnp.arange(t), (b, t))
+        cos, sin = rotary(positions, self.config.head_dim, self.config.rope_base, self.dtype)
+        x = self._embed(idx)
+        if t > 1:
+            gate = self._smear_gate(x[:, 1:])
+            x = jnp.concatenate([x[:, :1], x[:, 1:] + gate * x[:, :-1]], axis=1)
+        windows = self.config.window_sizes
+
+        def run_block(i, block, x, ve):
+            if not self.remat:
+                return block(x, ve, cos, sin, windows[i])
+            # Recompute the block's activations in the backward pass instead of storing them.
+            graphdef, state = nnx.split(block)
+            checkpointed = jax.checkpoint(lambda state, x, ve: nnx.merge(graphdef, state)(x, ve, cos, sin, windows[i]))
+            return checkpointed(state, x, ve)
+
+        logits = self.head(self._trunk(x, idx, run_block))
+        if targets is None:
+            return logits
+        return cross_entropy(logits, targets, loss_reduction)
+
+    # KV-cache forward -----------------------------------------------------------------
+    def decode(self, idx, cache: KVCache, lengths=None, *, last_only: bool = False):
+        """Run idx (B, T) after the tokens already in `cache`.
+
+        Row b's tokens land at positions cache.pos[b] .. +T-1. `lengths` (B,) says how many
+        of the T tokens are real per row (right padding); the cache advances by it. Position 0
+        of the chunk is smeared with the cache's previous embedding when there is one, so a
+        chunked forward equals the training forward. Returns (logits, new cache); logits are
+        (B, T, vocab), or (B, vocab) at each row's last real token with last_only.
+        """
+        b, t = idx.shape
+        lengths = jnp.full((b,), t, jnp.int32) if lengths is None else lengths.astype(jnp.int32)
+        positions = cache.pos[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+        cos, sin = rotary(positions, self.config.head_dim, self.config.rope_base, self.dtype)
+        x = self._embed(idx)
+        prev = jnp.concatenate([cache.prev_embedding.astype(x.dtype), x[:, :-1]], axis=1)
+        has_prev = jnp.concatenate([cache.has_prev[:, None], jnp.ones((b, t - 1), bool)], axis=1)
+        smeared = x + self._smear_gate(x) * prev * has_prev[..., None].astype(x.dtype)
+        active = lengths > 0
+        last = jnp.take_along_axis(x, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)  # pre-smear, as nanochat
+        windows = self.config.window_sizes
+        new_k, new_v = list(cache.k), list(cache.v)
+
+        def run_block(i, block, x, ve):
+            x, new_k[i], new_v[i] = block.cached(x, ve, cos, sin, windows[i], cache.k[i], cache.v[i], positions)
+            return x
+
+        h = self._trunk(smeared, idx, run_block)
+        if last_only:
+            h = jnp.take_along_axis(h, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+        new_cache = KVCache(
+            k=tuple(new_k),
+            v=tuple(new_v),
+            pos=cache.pos + lengths,
+            # Rows with no new tokens (lengths == 0) keep their previous embedding.
+            prev_embedding=jnp.where(active[:, None, None], last.astype(cache.prev_embedding.dtype), cache.prev_embedding),
+            has_prev=cache.has_prev | active,
+        )
+        return self.head(h), new_cache

@@ -1,0 +1,78 @@
+"""Cached decoding must reproduce the full forward pass exactly (fp32)."""
+
+import jax.numpy as jnp
+import numpy as np
+from flaxchat.model import KVCache
+
+
+def _decode_jit(model, jitted):
+    step = jitted(model, "decode")
+    return lambda idx, cache, lengths=None: step(idx, cache, lengths)
+
+
+def test_token_by_token_matches_full_forward(small_model, small_config, tokens, jitted):
+    forward = jitted(small_model)
+    """Batch 2, across the 128-token window boundary, with smear and value embeddings active."""
+    full = np.asarray(forward(tokens))
+    decode = _decode_jit(small_model, jitted)
+    cache = KVCache.empty(small_config, batch_size=2, max_len=256)
+    logits, cache = decode(tokens[:, :1], cache)
+    outs = [logits]
+    for t in range(1, tokens.shape[1]):
+        logits, cache = decode(tokens[:, t : t + 1], cache)
+        outs.append(logits)
+    np.testing.assert_allclose(np.concatenate(outs, axis=1), full, atol=1e-5, rtol=0)
+    assert cache.pos.tolist() == [200, 200]
+
+
+def test_prefill_then_decode_and_chunks_match_full_forward(small_model, small_config, tokens, jitted):
+    forward = jitted(small_model)
+    full = np.asarray(forward(tokens))
+    decode = _decode_jit(small_model, jitted)
+    cache = KVCache.empty(small_config, batch_size=2, max_len=256)
+    pieces = []
+    for start, stop in [(0, 37), (37, 38), (38, 150), (150, 151), (151, 200)]:
+        logits, cache = decode(tokens[:, start:stop], cache)
+        pieces.append(logits)
+    np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, atol=1e-5, rtol=0)
+
+
+def test_right_padded_prefill_with_lengths(small_model, small_config, tokens, jitted):
+    forward = jitted(small_model)
+    """Rows of different prompt lengths share one padded prefill, then decode in lockstep."""
+    lengths = jnp.array([9, 5])
+    padded = tokens[:, :12].at[1, 5:].set(0)
+    decode = _decode_jit(small_model, jitted)
+    cache = KVCache.empty(small_config, batch_size=2, max_len=64)
+    _, cache = decode(padded, cache, lengths)
+    assert cache.pos.tolist() == [9, 5]
+    nxt = jnp.array([[3], [4]])
+    logits, cache = decode(nxt, cache)
+    for row, n in enumerate([9, 5]):
+        seq = jnp.concatenate([tokens[row : row + 1, :n], nxt[row : row + 1]], axis=1)
+        expected = np.asarray(forward(seq))[0, -1]
+        np.testing.assert_allclose(np.asarray(logits[row, -1]), expected, atol=1e-5)
+
+
+def test_last_only_and_broadcast_rows(small_model, small_config, tokens, jitted):
+    forward = jitted(small_model)
+    prompt = tokens[:1, :20]
+    cache = KVCache.empty(small_config, batch_size=1, max_len=64)
+    last, cache = jitted(small_model, "decode", last_only=True)(prompt, cache)
+    np.testing.assert_allclose(np.asarray(last[0]), np.asarray(forward(prompt))[0, -1], atol=1e-5)
+    wide = cache.broadcast_rows(3)
+    assert wide.pos.tolist() == [20, 20, 20] and wide.k[0].shape[0] == 3
+    nxt = jnp.array([[1], [2], [3]])
+    logits, _ = _decode_jit(small_model, jitted)(nxt, wide)
+    for row in range(3):
+        seq = jnp.concatenate([prompt, nxt[row : row + 1]], axis=1)
+        np.testing.assert_allclose(np.asarray(logits[row, 0]), np.asarray(forward(seq))[0, -1], atol=1e-5)
+
+
+def test_inactive_rows_keep_their_state(small_model, small_config, tokens, jitted):
+    cache = KVCache.empty(small_config, batch_size=2, max_len=64)
+    decode = _decode_jit(small_model, jitted)
+    _, cache = decode(tokens[:, :10], cache)
+    _, after = decode(tokens[:, 10:11], cache, jnp.array([1, 0]))
+    assert after.pos.tolist() == [11, 10]
+    np.testing.assert_array_equal(np.asarray(after.prev_embedding[1]), np.asarray(cache.prev_embedding[1]))
