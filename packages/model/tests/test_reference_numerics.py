@@ -154,3 +154,35 @@ def test_gelu_and_tied_variants_run_and_differ(small_config, tokens, jitted):
     assert "lm_head" not in named_params(tied)
     h = jnp.ones((1, 64))
     np.testing.assert_allclose(np.asarray(tied.head(h)), np.asarray(15 * jnp.tanh((h @ tied.wte[...].T)[:, :100] / 15)), rtol=1e-6)
+
+
+def test_fused_head_loss_matches_plain_autodiff(small_model, tokens):
+    """Loss and gradients of the fused, chunked head equal those of logits + cross_entropy."""
+    from flax import nnx
+
+    from flaxchat.model.head_loss import weighted_head_loss
+
+    targets = jnp.roll(tokens, -1, axis=1).at[0, :30].set(-1)
+    graphdef, state = nnx.split(small_model)
+
+    def plain(state):
+        return cross_entropy(nnx.merge(graphdef, state)(tokens), targets)
+
+    def fused(state):
+        return nnx.merge(graphdef, state)(tokens, targets)
+
+    (l1, g1), (l2, g2) = jax.jit(jax.value_and_grad(plain))(state), jax.jit(jax.value_and_grad(fused))(state)
+    np.testing.assert_allclose(float(l1), float(l2), rtol=1e-6)
+    for a, b in zip(jax.tree.leaves(g1), jax.tree.leaves(g2)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=2e-4, atol=1e-7)
+    # Chunking with a ragged last chunk and per-token weights.
+    h = jax.random.normal(jax.random.key(0), (50, 8))
+    kernel = jax.random.normal(jax.random.key(1), (8, 64))
+    t = jax.random.randint(jax.random.key(2), (50,), 0, 60)
+    w = jax.random.uniform(jax.random.key(3), (50,))
+    ref = lambda h, k: jnp.sum(w * (jax.nn.logsumexp(15 * jnp.tanh((h @ k)[:, :60] / 15), -1)  # noqa: E731
+                                    - jnp.take_along_axis(15 * jnp.tanh((h @ k)[:, :60] / 15), t[:, None], -1)[:, 0]))
+    got = lambda h, k: weighted_head_loss(h, k, t, w, 60, 15.0, 16)  # noqa: E731
+    np.testing.assert_allclose(float(got(h, kernel)), float(ref(h, kernel)), rtol=1e-5)
+    for a, b in zip(jax.grad(got, (0, 1))(h, kernel), jax.grad(ref, (0, 1))(h, kernel)):
+        np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)

@@ -16,6 +16,7 @@ import jax.numpy as jnp
 from flax import nnx
 
 from flaxchat.model.config import GPTConfig
+from flaxchat.model.head_loss import weighted_head_loss
 from flaxchat.model.kv_cache import KVCache
 
 NORM_EPS = float(jnp.finfo(jnp.float32).eps)  # PyTorch's rms_norm default eps
@@ -43,6 +44,25 @@ def apply_rotary(x: jax.Array, cos: jax.Array, sin: jax.Array) -> jax.Array:
     half = x.shape[-1] // 2
     x1, x2 = x[..., :half], x[..., half:]
     return jnp.concatenate([x1 * cos + x2 * sin, -x1 * sin + x2 * cos], axis=-1)
+
+
+def attention(q, k, v, q_pos, k_pos, window: int):
+    """Causal attention within a window: query at position p sees keys at p-window .. p.
+
+    q (B, T, H, D); k, v (B, S, Hkv, D) with H a multiple of Hkv (GQA: consecutive query heads
+    share a kv head); q_pos (B, T) and k_pos (S,) absolute positions. The mask is built from the
+    positions inside the fused computation, never stored. On CPU this plain XLA formulation is
+    2-3x faster than jax.nn.dot_product_attention forward and backward.
+    """
+    b, t, h, d = q.shape
+    groups = h // k.shape[2]
+    q = q.reshape(b, t, k.shape[2], groups, d)
+    scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(d))
+    delta = q_pos[:, :, None] - k_pos[None, None, :]
+    visible = (delta >= 0) & (delta <= window)
+    scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
 
 
 def softcap(logits: jax.Array, cap: float) -> jax.Array:
@@ -108,8 +128,8 @@ class Attention(nnx.Module):
         """Training / reference path: causal attention within the layer's window."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x, ve, cos, sin)
-        local = (window, 0) if window < t - 1 else None
-        y = jax.nn.dot_product_attention(q, k, v, is_causal=True, local_window_size=local)
+        pos = jnp.arange(t)
+        y = attention(q, k, v, jnp.broadcast_to(pos, (b, t)), pos, window)
         return _matmul(y.reshape(b, t, -1), self.c_proj)
 
     def cached(self, x, ve, cos, sin, window: int, k_cache, v_cache, positions):
@@ -120,9 +140,7 @@ class Attention(nnx.Module):
         k_cache = k_cache.at[rows, positions].set(k.astype(k_cache.dtype), mode="drop")
         v_cache = v_cache.at[rows, positions].set(v.astype(v_cache.dtype), mode="drop")
         key_pos = jnp.arange(k_cache.shape[1])
-        delta = positions[:, :, None] - key_pos[None, None, :]  # (B, T, S)
-        mask = (delta >= 0) & (delta <= window)
-        y = jax.nn.dot_product_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), mask=mask[:, None])
+        y = attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), positions, key_pos, window)
         return _matmul(y.reshape(b, t, -1), self.c_proj), k_cache, v_cache
 
 
@@ -203,8 +221,7 @@ class GPT(nnx.Module):
 
     def head(self, h):
         """Final hidden states -> fp32 softcapped logits over the real vocabulary."""
-        kernel = self.wte[...].T if self.lm_head is None else self.lm_head[...]
-        logits = (h @ kernel.astype(h.dtype))[..., : self.config.vocab_size]
+        logits = (h @ self._head_kernel().astype(h.dtype))[..., : self.config.vocab_size]
         return softcap(logits.astype(jnp.float32), self.config.softcap)
 
     # Training / reference forward ----------------------------------------------------
@@ -227,10 +244,28 @@ class GPT(nnx.Module):
             checkpointed = jax.checkpoint(lambda state, x, ve: nnx.merge(graphdef, state)(x, ve, cos, sin, windows[i]))
             return checkpointed(state, x, ve)
 
-        logits = self.head(self._trunk(x, idx, run_block))
+        h = self._trunk(x, idx, run_block)
         if targets is None:
-            return logits
-        return cross_entropy(logits, targets, loss_reduction)
+            return self.head(h)
+        if loss_reduction == "none":
+            return cross_entropy(self.head(h), targets, loss_reduction)
+        return self.loss(h, targets, loss_reduction)
+
+    def _head_kernel(self):
+        return self.wte[...].T if self.lm_head is None else self.lm_head[...]
+
+    def loss(self, h, targets, reduction: str = "mean"):
+        """Mean or summed cross entropy of the head on hidden states h (B, T, C), fused and chunked."""
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
+        valid = (targets != IGNORE_INDEX).reshape(-1)
+        weights = valid.astype(jnp.float32)
+        if reduction == "mean":
+            weights = weights / jnp.maximum(valid.sum(), 1)
+        return weighted_head_loss(
+            h.reshape(-1, h.shape[-1]), self._head_kernel(), jnp.where(valid, targets.reshape(-1), 0),
+            weights, self.config.vocab_size, self.config.softcap,
+        )
 
     # KV-cache forward -----------------------------------------------------------------
     def decode(self, idx, cache: KVCache, lengths=None, *, last_only: bool = False):
