@@ -225,8 +225,8 @@ class GPT(nnx.Module):
         return softcap(logits.astype(jnp.float32), self.config.softcap)
 
     # Training / reference forward ----------------------------------------------------
-    def __call__(self, idx, targets=None, *, loss_reduction: str = "mean"):
-        """idx (B, T) int -> logits (B, T, vocab) fp32, or the loss when targets are given."""
+    def hidden(self, idx):
+        """idx (B, T) int -> final normed hidden states (B, T, C) in the compute dtype."""
         b, t = idx.shape
         positions = jnp.broadcast_to(jnp.arange(t), (b, t))
         cos, sin = rotary(positions, self.config.head_dim, self.config.rope_base, self.dtype)
@@ -244,27 +244,39 @@ class GPT(nnx.Module):
             checkpointed = jax.checkpoint(lambda state, x, ve: nnx.merge(graphdef, state)(x, ve, cos, sin, windows[i]))
             return checkpointed(state, x, ve)
 
-        h = self._trunk(x, idx, run_block)
+        return self._trunk(x, idx, run_block)
+
+    def __call__(self, idx, targets=None, *, loss_reduction: str = "mean"):
+        """idx (B, T) int -> logits (B, T, vocab) fp32, or the loss when targets are given.
+
+        Targets equal to -1 are ignored. 'mean' averages over valid targets (0 when there are
+        none), 'sum' sums them, 'none' returns per-token losses (0 where ignored).
+        """
         if targets is None:
-            return self.head(h)
+            return self.head(self.hidden(idx))
         if loss_reduction == "none":
-            return cross_entropy(self.head(h), targets, loss_reduction)
-        return self.loss(h, targets, loss_reduction)
+            return cross_entropy(self.head(self.hidden(idx)), targets, "none")
+        if loss_reduction not in ("mean", "sum"):
+            raise ValueError(f"loss_reduction must be 'mean', 'sum' or 'none', got {loss_reduction!r}")
+        weights = (targets != IGNORE_INDEX).astype(jnp.float32)
+        if loss_reduction == "mean":
+            weights = weights / jnp.maximum(weights.sum(), 1.0)
+        return self.weighted_loss(idx, targets, weights)
 
     def _head_kernel(self):
         return self.wte[...].T if self.lm_head is None else self.lm_head[...]
 
-    def loss(self, h, targets, reduction: str = "mean"):
-        """Mean or summed cross entropy of the head on hidden states h (B, T, C), fused and chunked."""
-        if reduction not in ("mean", "sum"):
-            raise ValueError(f"loss_reduction must be 'mean', 'sum' or 'none', got {reduction!r}")
-        valid = (targets != IGNORE_INDEX).reshape(-1)
-        weights = valid.astype(jnp.float32)
-        if reduction == "mean":
-            weights = weights / jnp.maximum(valid.sum(), 1)
+    def weighted_loss(self, idx, targets, weights):
+        """sum(weights * per-token cross entropy) with the fused, chunked head.
+
+        weights (B, T) fp32 are not differentiated; ignored targets (-1) must have weight 0.
+        Mean loss, bits-per-byte numerators and policy-gradient objectives are all this sum.
+        """
+        h = self.hidden(idx)
+        valid = targets != IGNORE_INDEX
         return weighted_head_loss(
-            h.reshape(-1, h.shape[-1]), self._head_kernel(), jnp.where(valid, targets.reshape(-1), 0),
-            weights, self.config.vocab_size, self.config.softcap,
+            h.reshape(-1, h.shape[-1]), self._head_kernel(), jnp.where(valid, targets, 0).reshape(-1),
+            jnp.where(valid, weights, 0.0).reshape(-1).astype(jnp.float32), self.config.vocab_size, self.config.softcap,
         )
 
     # KV-cache forward -----------------------------------------------------------------
