@@ -3,8 +3,14 @@
 Sources (`iter_documents`, `resolve_files`): the generated default corpus,
 ClimbMix shards, TinyStories, or local parquet/txt/jsonl files. Shards use
 nanochat's parquet format and split rule; downloads retry and verify.
+`DocumentStore` reads any document of a split by index.
+
+The grain pipeline (`flaxchat.train.data.pipeline.PretrainBatches`) and the
+packers (`flaxchat.train.data.packing`) are imported from their modules: grain
+brings in jax, which the tokenizer-training path does not need.
 """
 
+from flaxchat.train.data.documents import DocumentStore
 from flaxchat.train.data.download import Retry, download_file, download_shards, download_tinystories
 from flaxchat.train.data.errors import DataSourceError
 from flaxchat.train.data.shards import (
@@ -21,6 +27,7 @@ from flaxchat.train.data.stories import generate_stories, generate_story, iter_s
 
 __all__ = [
     "DataSourceError",
+    "DocumentStore",
     "Retry",
     "default_corpus_dir",
     "download_file",

@@ -91,11 +91,16 @@ def open_text_parquet(path: Path) -> pq.ParquetFile:
     return pf
 
 
+def read_row_group(pf: pq.ParquetFile, index: int) -> list[str]:
+    """The documents of row group `index` of a file opened with `open_text_parquet`."""
+    return pf.read_row_group(index, columns=[TEXT_COLUMN]).column(0).to_pylist()
+
+
 def iter_row_groups(path: Path) -> Iterator[list[str]]:
     """The documents of a parquet file, one row group at a time (a whole file is never loaded)."""
     pf = open_text_parquet(path)
     for i in range(pf.num_row_groups):
-        yield pf.read_row_group(i, columns=[TEXT_COLUMN]).column(0).to_pylist()
+        yield read_row_group(pf, i)
 
 
 # ------------------------------------------------------ generated default corpus

@@ -53,33 +53,79 @@ def _contains(path: Path, needle: bytes) -> bool:
     return False
 
 
-def _read_txt(path: Path) -> Iterator[str]:
+def _lines(path: Path) -> Iterator[tuple[int, bytes, str]]:
+    """(byte offset, raw bytes, text) of each line of a UTF-8 file, split like Python's text mode does.
+
+    Read in binary so that every document's byte span is known for random access.
+    """
+    offset = 0
+    with open(path, "rb") as f:
+        for chunk in f:  # binary iteration ends lines at b"\n" only; text mode also ends them at a lone b"\r"
+            for raw in chunk.splitlines(keepends=True):
+                try:
+                    yield offset, raw, raw.decode("utf-8")
+                except UnicodeDecodeError as e:
+                    raise DataSourceError(f"{path} is not UTF-8 text ({e.reason} at byte {offset + e.start})") from None
+                offset += len(raw)
+
+
+def _txt_document(text: str) -> str:
+    """A .txt document from its lines as read in binary: newlines as text mode gives them, stripped."""
+    return text.replace("\r\n", "\n").replace("\r", "\n").strip()
+
+
+def _jsonl_document(raw: bytes, where: str) -> str:
+    try:
+        record = json.loads(raw.decode("utf-8"))
+    except json.JSONDecodeError as e:
+        raise DataSourceError(f"{where}: not valid JSON ({e.msg} at column {e.colno})") from None
+    if not isinstance(record, dict) or not isinstance(record.get("text"), str):
+        raise DataSourceError(f'{where}: expected a JSON object with a string "text" field')
+    return record["text"]
+
+
+def _scan_txt(path: Path) -> Iterator[tuple[int, int, str]]:
     by_marker = _contains(path, END_OF_TEXT.encode())
     lines: list[str] = []
-    with open(path, encoding="utf-8") as f:
-        for line in f:
-            if (line.strip() == END_OF_TEXT) if by_marker else not line.strip():
-                if doc := "".join(lines).strip():
-                    yield doc
-                lines = []
-            else:
-                lines.append(line)
-    if doc := "".join(lines).strip():
-        yield doc
+    start = end = 0
+    for offset, raw, line in _lines(path):
+        end = offset + len(raw)
+        if (line.strip() == END_OF_TEXT) if by_marker else not line.strip():
+            if doc := _txt_document("".join(lines)):
+                yield start, offset, doc
+            lines = []
+            start = end
+        else:
+            lines.append(line)
+    if doc := _txt_document("".join(lines)):
+        yield start, end, doc
 
 
-def _read_jsonl(path: Path) -> Iterator[str]:
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise DataSourceError(f"{path}:{lineno}: not valid JSON ({e.msg} at column {e.colno})") from None
-            if not isinstance(record, dict) or not isinstance(record.get("text"), str):
-                raise DataSourceError(f'{path}:{lineno}: expected a JSON object with a string "text" field')
-            yield record["text"]
+def _scan_jsonl(path: Path) -> Iterator[tuple[int, int, str]]:
+    for lineno, (offset, raw, line) in enumerate(_lines(path), 1):
+        if line.strip():
+            yield offset, offset + len(raw), _jsonl_document(raw, f"{path}:{lineno}")
+
+
+SCANNERS: dict[str, Callable[[Path], Iterator[tuple[int, int, str]]]] = {".txt": _scan_txt, ".jsonl": _scan_jsonl}
+
+
+def scan_text_file(path: Path) -> Iterator[tuple[int, int, str]]:
+    """(start, end, text) of each document of a .txt or .jsonl file, in order; bytes [start, end) hold it."""
+    path = Path(path)
+    if path.suffix not in SCANNERS:
+        raise DataSourceError(f"{path}: not a text file; scan_text_file takes {', '.join(SCANNERS)} files")
+    return SCANNERS[path.suffix](path)
+
+
+def span_text(path: Path, start: int, raw: bytes) -> str:
+    """The document of a span found by `scan_text_file`, from its bytes alone."""
+    if Path(path).suffix == ".jsonl":
+        return _jsonl_document(raw, f"{path} (byte {start})")
+    try:
+        return _txt_document(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise DataSourceError(f"{path} is not UTF-8 text ({e.reason} at byte {start + e.start})") from None
 
 
 def _read_parquet(path: Path) -> Iterator[str]:
@@ -87,10 +133,14 @@ def _read_parquet(path: Path) -> Iterator[str]:
         yield from texts
 
 
+def _read_text_file(path: Path) -> Iterator[str]:
+    return (text for _, _, text in scan_text_file(path))
+
+
 READERS: dict[str, Callable[[Path], Iterator[str]]] = {
     ".parquet": _read_parquet,
-    ".txt": _read_txt,
-    ".jsonl": _read_jsonl,
+    ".txt": _read_text_file,
+    ".jsonl": _read_text_file,
 }
 
 
@@ -100,10 +150,7 @@ def read_documents(path: Path) -> Iterator[str]:
     reader = READERS.get(path.suffix)
     if reader is None:
         raise DataSourceError(f"{path}: unsupported file type; use {', '.join(READERS)} files")
-    try:
-        yield from reader(path)
-    except UnicodeDecodeError as e:
-        raise DataSourceError(f"{path} is not UTF-8 text ({e.reason} at byte {e.start})") from None
+    yield from reader(path)
 
 
 # ---------------------------------------------------------------- resolution
@@ -147,8 +194,8 @@ def _climbmix_files(spec: str) -> list[Path]:
     return present if len(present) >= 2 else download_shards(DEFAULT_CLIMBMIX_SHARDS, climbmix_dir())
 
 
-def _plan(spec: str | None, split: str) -> tuple[list[Path], bool]:
-    """The files of `split` and whether they are one file to split by document."""
+def plan_split(spec: str | None, split: str) -> tuple[list[Path], bool]:
+    """The files of `split` and whether they are one file to split by document (see `in_split`)."""
     check_split(split)
     if spec is None:
         directory = ensure_default_corpus()
@@ -169,7 +216,7 @@ def _plan(spec: str | None, split: str) -> tuple[list[Path], bool]:
 
 def resolve_files(spec: str | None, split: str = "train") -> list[Path]:
     """The files that hold `split` of `spec` (for a single local file: that file, for both splits)."""
-    return _plan(spec, split)[0]
+    return plan_split(spec, split)[0]
 
 
 def iter_documents(spec: str | None, split: str = "train") -> Iterator[str]:
@@ -178,15 +225,19 @@ def iter_documents(spec: str | None, split: str = "train") -> Iterator[str]:
     The source is resolved (and fetched or generated if needed) right away, so a
     bad spec fails here rather than at the first document.
     """
-    files, by_document = _plan(spec, split)
+    files, by_document = plan_split(spec, split)
     return _stream(files, by_document, split)
+
+
+def in_split(index: int, split: str) -> bool:
+    """Whether document `index` of a single local file belongs to `split`: every HOLDOUT_EVERY-th is val."""
+    return (index % HOLDOUT_EVERY == 0) == (split == "val")
 
 
 def _stream(files: list[Path], by_document: bool, split: str) -> Iterator[str]:
     documents = (doc for path in files for doc in read_documents(path))
     if by_document:
-        want_val = split == "val"
-        documents = (doc for i, doc in enumerate(documents) if (i % HOLDOUT_EVERY == 0) == want_val)
+        documents = (doc for i, doc in enumerate(documents) if in_split(i, split))
     empty = True
     for doc in documents:
         empty = False
