@@ -11,6 +11,23 @@ class ParamMismatchError(ValueError):
     """A set of named arrays does not fit a model (missing, unexpected or misshaped)."""
 
 
+def path_name(path) -> str:
+    """Dot-joined parameter name of a pytree key path ("blocks.0.attn.c_q").
+
+    Attribute keys (a Variable's `.value` leaf) are not part of the name, so the name is the same
+    whether a Variable or its array is the leaf.
+    """
+    parts = []
+    for key in path:
+        if isinstance(key, jax.tree_util.DictKey):
+            parts.append(str(key.key))
+        elif isinstance(key, jax.tree_util.SequenceKey):
+            parts.append(str(key.idx))
+        elif not isinstance(key, jax.tree_util.GetAttrKey):
+            raise ValueError(f"cannot name a parameter path containing {key!r}")
+    return ".".join(parts)
+
+
 def named_params(model: nnx.Module) -> dict[str, jax.Array]:
     flat = nnx.to_flat_state(nnx.state(model, nnx.Param))
     return {".".join(str(p) for p in path): var.get_value() for path, var in flat}

@@ -23,6 +23,7 @@ import optax
 from flax import nnx
 
 from flaxchat.model.config import GPTConfig
+from flaxchat.model.params import path_name
 from flaxchat.train.optim.muon import POLAR_EXPRESS_COEFFS, muon_optimizer
 from flaxchat.train.optim.schedules import Hyperparams, Schedules
 
@@ -129,16 +130,6 @@ def group_of(name: str) -> str:
     )
 
 
-def _key_name(key) -> str:
-    if isinstance(key, jax.tree_util.DictKey):
-        return str(key.key)
-    if isinstance(key, jax.tree_util.SequenceKey):
-        return str(key.idx)
-    if isinstance(key, jax.tree_util.GetAttrKey):
-        return key.name
-    raise UnknownParameterError(f"cannot name a parameter path containing {key!r}")
-
-
 def _is_variable(x) -> bool:
     return isinstance(x, nnx.Variable)
 
@@ -147,14 +138,14 @@ def param_names(params) -> dict[str, object]:
     """Dot-joined name -> array (or ShapeDtypeStruct) for a parameter pytree (nnx.State or nested dict)."""
     flat = jax.tree_util.tree_flatten_with_path(params, is_leaf=_is_variable)[0]
     return {
-        ".".join(_key_name(k) for k in path): leaf.get_value() if _is_variable(leaf) else leaf for path, leaf in flat
+        path_name(path): leaf.get_value() if _is_variable(leaf) else leaf for path, leaf in flat
     }
 
 
 def param_labels(params):
     """A pytree (a prefix of `params`: nnx Variables become leaves) of group names."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, _: group_of(".".join(_key_name(k) for k in path)), params, is_leaf=_is_variable
+        lambda path, _: group_of(path_name(path)), params, is_leaf=_is_variable
     )
 
 
