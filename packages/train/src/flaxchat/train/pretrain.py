@@ -36,7 +36,7 @@ from flaxchat.train.optim import (
     training_iterations,
 )
 from flaxchat.train.report import MetricsLog, write_report
-from flaxchat.train.step import make_train_step
+from flaxchat.train.step import setup_training
 
 log = logging.getLogger(__name__)
 
@@ -118,13 +118,14 @@ def make_plan(cfg: PretrainConfig, num_devices: int) -> Plan:
     )
 
 
+def optimizer_config(cfg: PretrainConfig, plan: Plan) -> OptimizerConfig:
+    return OptimizerConfig(embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr, matrix_lr=cfg.matrix_lr,
+                           scalar_lr=cfg.scalar_lr, weight_decay=plan.weight_decay, batch_lr_scale=plan.lr_scale,
+                           compute_dtype=cfg.dtype)
+
+
 def run_dir(run: str) -> Path:
     return base_dir() / "runs" / run
-
-
-def _schedule_values(cfg: PretrainConfig, plan: Plan, step: int) -> float:
-    return float(pretrain_schedules(plan.num_iterations, cfg.warmup_steps, cfg.warmdown_ratio,
-                                    cfg.final_lr_frac).at(step).lr_multiplier)
 
 
 def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[dict], None] | None = None,
@@ -141,17 +142,10 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
 
     # Model, sharded parameters, optimizer.
     model = GPT(cfg.model, rngs=nnx.Rngs(cfg.seed), dtype=dtype, remat=cfg.remat)
-    graphdef, params = nnx.split(model)
-    param_shardings = meshlib.param_shardings(params, mesh)
-    params = jax.device_put(params, param_shardings)
-    opt = OptimizerConfig(embedding_lr=cfg.embedding_lr, unembedding_lr=cfg.unembedding_lr, matrix_lr=cfg.matrix_lr,
-                          scalar_lr=cfg.scalar_lr, weight_decay=plan.weight_decay, batch_lr_scale=plan.lr_scale,
-                          compute_dtype=cfg.dtype)
     schedules = pretrain_schedules(plan.num_iterations, cfg.warmup_steps, cfg.warmdown_ratio, cfg.final_lr_frac)
-    tx = build_optimizer(params, cfg.model, opt, schedules)
-    opt_state = jax.jit(tx.init)(params)
-    state_shardings = (param_shardings, jax.tree.map(lambda x: x.sharding, opt_state), meshlib.replicated(mesh))
-    train_step = make_train_step(graphdef, tx, loss_groups=num_devices, out_shardings=state_shardings)
+    tx = build_optimizer(nnx.state(model), cfg.model, optimizer_config(cfg, plan), schedules)
+    setup = setup_training(model, tx, mesh)
+    graphdef, params, opt_state, train_step = setup.graphdef, setup.params, setup.opt_state, setup.step
     eval_step = jax.jit(lambda p, x, y, tb: bpb_sums(nnx.merge(graphdef, p), x, y, tb))
     token_bytes = jnp.asarray(tokenizer.token_bytes())
 
@@ -168,7 +162,7 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
         if latest is None:
             raise PretrainError(f"--resume: no checkpoint under {checkpointer.directory}; start without --resume")
         params, opt_state, data_state, loop = checkpointer.restore(
-            latest, abstract_like(params, param_shardings), abstract_like(opt_state, state_shardings[1]))
+            latest, abstract_like(params, setup.param_shardings), abstract_like(opt_state, setup.opt_shardings))
         train_data.set_state(data_state)
         start = latest
         log.info("resumed %s at step %d", cfg.run, start)
@@ -225,7 +219,7 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
         record = {
             "kind": "train", "step": step, "loss": loss,
             "smooth_loss": loop["smooth_loss"] / (1 - 0.9 ** (step + 1)),
-            "lrm": _schedule_values(cfg, plan, step), "dt": dt,
+            "lrm": float(schedules.at(step).lr_multiplier), "dt": dt,
             "tok_per_s": plan.total_batch_size / dt,
             "mfu": 100 * plan.flops_per_token * plan.total_batch_size / dt / peak,
         }

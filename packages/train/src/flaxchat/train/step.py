@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
+from jax.sharding import NamedSharding
 
 IGNORE_INDEX = -1
 
@@ -56,3 +59,34 @@ def make_train_step(graphdef, tx: optax.GradientTransformation, *, loss_groups: 
         return optax.apply_updates(params, updates), opt_state, losses
 
     return jax.jit(step, donate_argnums=(0, 1), out_shardings=out_shardings)
+
+
+@dataclasses.dataclass
+class TrainSetup:
+    """A sharded model + optimizer ready to step: what pretraining, SFT and the bench share."""
+
+    graphdef: object
+    params: object
+    opt_state: object
+    param_shardings: object
+    opt_shardings: object
+    step: object  # the jitted make_train_step function
+
+
+def setup_training(model, tx: optax.GradientTransformation, mesh) -> TrainSetup:
+    """Place the model's parameters by the mesh's logical rules, init the optimizer, jit the step."""
+    from flaxchat.train import mesh as meshlib
+
+    graphdef, params = nnx.split(model)
+    param_shardings = meshlib.param_shardings(params, mesh)
+    params = jax.device_put(params, param_shardings)
+    opt_state = jax.jit(tx.init)(params)
+    # Buffers XLA left unsharded still have to live on the mesh, or the step's outputs (which do)
+    # would not match its first inputs and the second step would compile again.
+    opt_shardings = jax.tree.map(
+        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else meshlib.replicated(mesh), opt_state
+    )
+    opt_state = jax.device_put(opt_state, opt_shardings)
+    step = make_train_step(graphdef, tx, loss_groups=mesh.devices.size,
+                           out_shardings=(param_shardings, opt_shardings, meshlib.replicated(mesh)))
+    return TrainSetup(graphdef, params, opt_state, param_shardings, opt_shardings, step)
