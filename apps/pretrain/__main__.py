@@ -85,6 +85,7 @@ def main(argv=None) -> int:
     from flaxchat.train.mesh import MeshError, maybe_initialize_distributed
 
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    from flaxchat.train.checkpointing import TrainCheckpointError
     from flaxchat.train.data import DataSourceError
     from flaxchat.train.pretrain import PretrainConfig, PretrainError, pretrain
     from flaxchat.train.progress import TrainProgress
@@ -109,7 +110,7 @@ def main(argv=None) -> int:
                                sample=lambda model, step: greedy_samples(model, tokenizer))
     except (ConfigError, MeshError, PretrainError) as e:
         args._parser.error(str(e))
-    except (DataSourceError, TokenizerFileError) as e:
+    except (DataSourceError, TokenizerFileError, TrainCheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     width = max(map(len, summary))

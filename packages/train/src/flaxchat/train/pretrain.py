@@ -129,8 +129,15 @@ def run_dir(run: str) -> Path:
 
 
 def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[dict], None] | None = None,
-             sample: Callable[[GPT, int], list[tuple[str, str]]] | None = None) -> dict[str, Any]:
-    """Train; returns a summary. `progress(record)` sees every train/val record (for a progress bar)."""
+             sample: Callable[[GPT, int], list[tuple[str, str]]] | None = None,
+             final_eval: Callable[[GPT], dict[str, float]] | None = None) -> dict[str, Any]:
+    """Train; returns a summary.
+
+    `progress(record)` sees every record (plan, train, val, sample) for a progress display;
+    `sample(model, step)` returns (prompt, completion) pairs at --sample-every steps;
+    `final_eval(model)` runs once on the final model (e.g. the CORE metric) and its scores join
+    the summary and the report.
+    """
     if tokenizer.vocab_size != cfg.model.vocab_size:
         raise PretrainError(f"tokenizer vocab {tokenizer.vocab_size} != model vocab {cfg.model.vocab_size}")
     mesh = meshlib.make_mesh(cfg.dp, cfg.fsdp)
@@ -155,7 +162,9 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
                                process_index=jax.process_index(), process_count=jax.process_count())
 
     train_data = batches("train")
-    checkpointer = TrainCheckpointer(out_dir / "checkpoints", keep=cfg.keep_checkpoints)
+    # A train-state checkpoint holds the fp32 parameters and about two buffers per parameter.
+    checkpointer = TrainCheckpointer(out_dir / "checkpoints", keep=cfg.keep_checkpoints,
+                                     min_free_bytes=3 * 4 * param_counts(cfg.model)["total"])
     start, loop = 0, {"smooth_loss": 0.0, "min_val_bpb": float("inf"), "train_time_s": 0.0}
     if cfg.resume:
         latest = checkpointer.latest_step()
@@ -242,6 +251,8 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
         "train_time_s": round(loop["train_time_s"], 1),
         "devices": num_devices,
     }
+    if final_eval is not None:
+        summary |= final_eval(model)
     if jax.process_index() == 0:
         summary["model_dir"] = str(save_checkpoint(models_dir() / cfg.run, model, tokenizer,
                                                    {**summary, "kind": "base", "model_dtype": cfg.dtype}))
