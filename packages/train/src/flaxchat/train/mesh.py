@@ -95,6 +95,31 @@ def param_shardings(params, mesh: Mesh):
     )
 
 
+def state_shardings(state, params, mesh: Mesh):
+    """Shardings for a state derived from `params` (optimizer moments, momentum buffers).
+
+    A leaf whose path ends with a parameter's path and has that parameter's shape shards like it
+    (so FSDP splits the optimizer state too); every other leaf (step counts, per-row statistics)
+    is replicated. `state` may be abstract, e.g. jax.eval_shape(tx.init, params). Pass the result
+    as out_shardings of the jitted init: left to itself, jit places a state that does not depend on
+    the parameters' values on one device.
+    """
+    specs = {
+        path_name(path): (tuple(x.shape), param_spec(path_name(path), x.shape, mesh))
+        for path, x in jax.tree_util.tree_flatten_with_path(params)[0]
+    }
+
+    def sharding(path, x):
+        parts = path_name(path).split(".")
+        for i in range(len(parts)):
+            match = specs.get(".".join(parts[i:]))
+            if match is not None and match[0] == tuple(x.shape):
+                return NamedSharding(mesh, match[1])
+        return replicated(mesh)
+
+    return jax.tree_util.tree_map_with_path(sharding, state)
+
+
 def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 

@@ -8,7 +8,6 @@ import jax
 import jax.numpy as jnp
 import optax
 from flax import nnx
-from jax.sharding import NamedSharding
 
 IGNORE_INDEX = -1
 
@@ -80,13 +79,10 @@ def setup_training(model, tx: optax.GradientTransformation, mesh) -> TrainSetup:
     graphdef, params = nnx.split(model)
     param_shardings = meshlib.param_shardings(params, mesh)
     params = jax.device_put(params, param_shardings)
-    opt_state = jax.jit(tx.init)(params)
-    # Buffers XLA left unsharded still have to live on the mesh, or the step's outputs (which do)
-    # would not match its first inputs and the second step would compile again.
-    opt_shardings = jax.tree.map(
-        lambda x: x.sharding if isinstance(x.sharding, NamedSharding) else meshlib.replicated(mesh), opt_state
-    )
-    opt_state = jax.device_put(opt_state, opt_shardings)
+    # The optimizer state shards like the parameters (FSDP splits the moments too). Without explicit
+    # out_shardings jit would put it on one device: it does not depend on the parameters' values.
+    opt_shardings = meshlib.state_shardings(jax.eval_shape(tx.init, params), params, mesh)
+    opt_state = jax.jit(tx.init, out_shardings=opt_shardings)(params)
     step = make_train_step(graphdef, tx, loss_groups=mesh.devices.size,
                            out_shardings=(param_shardings, opt_shardings, meshlib.replicated(mesh)))
     return TrainSetup(graphdef, params, opt_state, param_shardings, opt_shardings, step)
