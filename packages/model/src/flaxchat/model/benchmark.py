@@ -39,19 +39,6 @@ def measure_matmul_peak(n: int = 2048, dtype=jnp.float32, repeats: int = 5) -> f
     return 2 * n**3 / min(timed(lambda: matmul(a, b), repeats))
 
 
-def measure_memory_bandwidth(num_bytes: int = 1 << 28, repeats: int = 5) -> float:
-    """Bytes/s of an in-place read+write of a donated buffer: the MBU denominator."""
-    step = jax.jit(lambda x: x + 1.0, donate_argnums=0)
-    x = jnp.zeros((num_bytes // 4,), jnp.float32)
-    x = jax.block_until_ready(step(x))
-    best = float("inf")
-    for _ in range(repeats):
-        start = time.perf_counter()
-        x = jax.block_until_ready(step(x))
-        best = min(best, time.perf_counter() - start)
-    return 2 * num_bytes / best
-
-
 def bench_forward(
     config: GPTConfig, batch_size: int, *, dtype=jnp.float32, remat: bool = False, steps: int = 3, seed: int = 0
 ) -> dict:

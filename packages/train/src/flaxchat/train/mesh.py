@@ -124,10 +124,6 @@ def replicated(mesh: Mesh) -> NamedSharding:
     return NamedSharding(mesh, P())
 
 
-def num_batch_shards(mesh: Mesh) -> int:
-    return int(np.prod([mesh.shape[a] for a in BATCH_AXES]))
-
-
 def global_batch(local: np.ndarray, mesh: Mesh, leading: int = 0) -> jax.Array:
     """Assemble this process's rows into a global array sharded over the batch axes.
 
