@@ -186,3 +186,25 @@ def test_fused_head_loss_matches_plain_autodiff(small_model, tokens):
     np.testing.assert_allclose(float(got(h, kernel)), float(ref(h, kernel)), rtol=1e-5)
     for a, b in zip(jax.grad(got, (0, 1))(h, kernel), jax.grad(ref, (0, 1))(h, kernel)):
         np.testing.assert_allclose(np.asarray(a), np.asarray(b), rtol=1e-4, atol=1e-6)
+
+
+@pytest.mark.parametrize("window", [0, 5, 37, 100])
+def test_blocked_causal_attention_equals_masked_attention(window):
+    """The training path's query blocks (skipping fully masked keys) against the plain masked attention,
+    with a ragged last block and GQA, and the numerics against NumPy."""
+    from flaxchat.model.gpt import attention, causal_attention
+
+    rng = np.random.default_rng(window)
+    q = rng.standard_normal((2, 70, 4, 8)).astype(np.float32)
+    k, v = (rng.standard_normal((2, 70, 2, 8)).astype(np.float32) for _ in range(2))
+    pos = jnp.arange(70)
+    blocked = jax.jit(lambda q, k, v: causal_attention(q, k, v, window, block=16))(q, k, v)
+    plain = jax.jit(lambda q, k, v: attention(q, k, v, jnp.broadcast_to(pos, (2, 70)), pos, window))(q, k, v)
+    np.testing.assert_allclose(blocked, plain, atol=2e-6)
+    kk, vv = np.repeat(k, 2, axis=2), np.repeat(v, 2, axis=2)
+    scores = np.einsum("bthd,bshd->bhts", q, kk) / np.sqrt(8)
+    delta = np.arange(70)[:, None] - np.arange(70)[None, :]
+    scores = np.where((delta >= 0) & (delta <= window), scores, -np.inf)
+    probs = np.exp(scores - scores.max(-1, keepdims=True))
+    expected = np.einsum("bhts,bshd->bthd", probs / probs.sum(-1, keepdims=True), vv)
+    np.testing.assert_allclose(blocked, expected, atol=2e-5)

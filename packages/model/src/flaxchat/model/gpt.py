@@ -65,6 +65,27 @@ def attention(q, k, v, q_pos, k_pos, window: int):
     return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
 
 
+ATTENTION_BLOCK = 128
+
+
+def causal_attention(q, k, v, window: int, block: int = ATTENTION_BLOCK):
+    """`attention` over one whole sequence (positions 0..T-1), in blocks of queries.
+
+    Each block of queries attends only to the keys it can see (from start - window to its
+    last position), so the fully masked part of the T x T scores (over half of it) is never
+    computed: the same result as `attention` at about half the work. Training path.
+    """
+    b, t, h, d = q.shape
+    outputs = []
+    for start in range(0, t, block):
+        end = min(start + block, t)
+        first = max(0, start - window)
+        outputs.append(attention(q[:, start:end], k[:, first:end], v[:, first:end],
+                                 jnp.broadcast_to(jnp.arange(start, end), (b, end - start)),
+                                 jnp.arange(first, end), window))
+    return jnp.concatenate(outputs, axis=1)
+
+
 def softcap(logits: jax.Array, cap: float) -> jax.Array:
     return cap * jnp.tanh(logits / cap)
 
@@ -94,7 +115,9 @@ def _uniform(key, shape, low, high):
 
 
 def _matmul(x: jax.Array, kernel: nnx.Param) -> jax.Array:
-    return x @ kernel[...].astype(x.dtype)
+    # As one 2-D matmul: XLA's CPU backward of a 3-D (B, T, C) @ (C, N) is ~15% slower.
+    y = x.reshape(-1, x.shape[-1]) @ kernel[...].astype(x.dtype)
+    return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
 class Attention(nnx.Module):
@@ -128,8 +151,7 @@ class Attention(nnx.Module):
         """Training / reference path: causal attention within the layer's window."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x, ve, cos, sin)
-        pos = jnp.arange(t)
-        y = attention(q, k, v, jnp.broadcast_to(pos, (b, t)), pos, window)
+        y = causal_attention(q, k, v, window)
         return _matmul(y.reshape(b, t, -1), self.c_proj)
 
     def cached(self, x, ve, cos, sin, window: int, k_cache, v_cache, positions):

@@ -66,16 +66,17 @@ def _forward(h, kernel, targets, weights, vocab, cap, chunk, with_grads=False):
         onehot = jax.nn.one_hot(t_i, vocab, dtype=jnp.float32)
         d_logits = (w_i[:, None] * (probs - onehot) * (1.0 - jnp.square(z / cap))).astype(h.dtype)
         d_h = jnp.dot(d_logits, w_vocab.T, preferred_element_type=jnp.float32)
-        d_kernel = d_kernel + jnp.dot(h_i.T, d_logits, preferred_element_type=jnp.float32)
+        # Accumulated as (vocab, C): XLA's CPU matmul writing (C, vocab) from h_i.T is 1.6x slower.
+        d_kernel = d_kernel + jnp.dot(d_logits.T, h_i, preferred_element_type=jnp.float32)
         return d_kernel, (total, d_h)
 
-    init = jnp.zeros((h.shape[1], vocab), jnp.float32) if with_grads else None
+    init = jnp.zeros((vocab, h.shape[1]), jnp.float32) if with_grads else None
     d_kernel, (totals, d_h) = jax.lax.scan(body, init, (hc, tc, wc))
     loss = jnp.sum(totals)
     if not with_grads:
         return loss, None
     d_h = d_h.reshape(-1, h.shape[1])[: h.shape[0]].astype(h.dtype)
-    d_kernel = jnp.pad(d_kernel, ((0, 0), (0, kernel.shape[1] - vocab))).astype(kernel.dtype)
+    d_kernel = jnp.pad(d_kernel.T, ((0, 0), (0, kernel.shape[1] - vocab))).astype(kernel.dtype)
     return loss, (d_h, d_kernel, targets, weights)
 
 
