@@ -182,6 +182,18 @@ def checkpoint_moves(runs: dict[str, Run], out: Path, results: dict) -> dict:
     return info
 
 
+def data_state_round_trip(run: Run, out: Path) -> None:
+    """Each process saves its own data state and must get exactly that one back (written per process)."""
+    ckpt = TrainCheckpointer(out / "ckpt_processes")
+    mine = {**DATA_STATE, "process": jax.process_index()}
+    ckpt.save(run.steps, run.params, run.opt_state, mine, LOOP_STATE)
+    ckpt.wait()
+    _, _, restored, _ = restore_onto(ckpt, run.steps, run, run.mesh)
+    ckpt.close()
+    path = out / f"data_state_{jax.process_index()}.json"
+    path.write_text(json.dumps(restored))
+
+
 def write_results(out: Path, results: dict, info: dict) -> None:
     tmp = out / "results.tmp.npz"
     np.savez(tmp, **results)
@@ -206,7 +218,9 @@ def main() -> None:
             info[tag] = runs[tag].train(results, tag)
         info["checkpoints"] = checkpoint_moves(runs, args.out, results)
     else:
-        info["two_processes"] = Run(meshlib.make_mesh(*MESHES["dp2_fsdp4"])).train(results, "two_processes")
+        run = Run(meshlib.make_mesh(*MESHES["dp2_fsdp4"]))
+        info["two_processes"] = run.train(results, "two_processes")
+        data_state_round_trip(run, args.out)
     if jax.process_index() == 0:
         write_results(args.out, results, info)
 

@@ -79,6 +79,7 @@ class Outcome:
     results: dict[str, np.ndarray] | None
     info: dict | None
     error: str | None
+    out: Path
 
     @classmethod
     def wait(cls, out: Path, jobs: list[tuple[subprocess.Popen, Path]]) -> Outcome:
@@ -91,10 +92,10 @@ class Outcome:
         if all(code == 0 for code in codes) and (out / "info.json").exists():
             with np.load(out / "results.npz") as data:
                 results = dict(data)
-            return cls(results, json.loads((out / "info.json").read_text()), None)
+            return cls(results, json.loads((out / "info.json").read_text()), None, out)
         tails = "\n".join(f"--- {log.name} (exit {code}) ---\n{log.read_text()[-3000:]}"
                           for (_, log), code in zip(jobs, codes))
-        return cls(None, None, tails)
+        return cls(None, None, tails, out)
 
     def require(self) -> Outcome:
         if self.error is not None:
@@ -219,3 +220,7 @@ def test_two_processes_with_jax_distributed_match_one_process(runs):
     assert two["compilations"] == 1
     for ref in ("one", "dp2_fsdp4"):
         assert_same_training(single.results, multi.results, ref, "two_processes")
+    # Each process restored its own data state from the shared checkpoint.
+    for process in (0, 1):
+        restored = json.loads((multi.out / f"data_state_{process}.json").read_text())
+        assert restored == {"shard": 3, "row_group": 1, "offset": 17, "process": process}

@@ -3,21 +3,38 @@
 Saves are asynchronous (training goes on while the arrays are written) and atomic: Orbax writes
 into a temporary directory and renames it when complete, so a save killed midway is never
 restored. Restoring takes the target shardings from the caller, so a checkpoint written on one
-mesh restores onto another (8 devices -> 1, 1 -> 4, ...).
+mesh restores onto another (8 devices -> 1, 1 -> 4, ...). The data state is per process (each
+host reads its own share of the data): the checkpoint holds every process's, and each process
+restores its own.
 """
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
 import jax
+import numpy as np
 import orbax.checkpoint as ocp
+from jax.experimental import multihost_utils
 
 
 class TrainCheckpointError(Exception):
     """A train-state checkpoint cannot be written or restored."""
+
+
+def gather_process_states(state: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every process's JSON state, in process order (Orbax writes JSON from the primary process only)."""
+    if jax.process_count() == 1:
+        return [state]
+    encoded = np.frombuffer(json.dumps(state).encode(), np.uint8)
+    lengths = multihost_utils.process_allgather(np.int32(encoded.size))
+    padded = np.zeros(int(lengths.max()), np.uint8)
+    padded[: encoded.size] = encoded
+    gathered = multihost_utils.process_allgather(padded)
+    return [json.loads(bytes(row[:n])) for row, n in zip(gathered, lengths)]
 
 
 def abstract_like(tree, shardings=None):
@@ -57,7 +74,7 @@ class TrainCheckpointer:
             args=ocp.args.Composite(
                 params=ocp.args.StandardSave(params),
                 opt_state=ocp.args.StandardSave(opt_state),
-                data_state=ocp.args.JsonSave(data_state),
+                data_state=ocp.args.JsonSave({"processes": gather_process_states(data_state)}),
                 loop_state=ocp.args.JsonSave(loop_state),
             ),
         )
@@ -79,7 +96,13 @@ class TrainCheckpointer:
         except (ValueError, KeyError, FileNotFoundError) as e:
             raise TrainCheckpointError(f"checkpoint {self.directory / str(step)} does not fit this run: {e}") from None
         opt_state = jax.tree.unflatten(jax.tree.structure(abstract_opt_state), jax.tree.leaves(restored.opt_state))
-        return restored.params, opt_state, restored.data_state, restored.loop_state
+        processes = restored.data_state["processes"]
+        if len(processes) != jax.process_count():
+            raise TrainCheckpointError(
+                f"checkpoint {self.directory / str(step)} was written by {len(processes)} processes, this run has "
+                f"{jax.process_count()}: each process resumes its own share of the data, so resume with as many processes"
+            )
+        return restored.params, opt_state, processes[jax.process_index()], restored.loop_state
 
     def wait(self) -> None:
         self._manager.wait_until_finished()
