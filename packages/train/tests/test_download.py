@@ -3,6 +3,7 @@
 import socket
 import threading
 import urllib.error
+import urllib.request
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import pytest
@@ -65,6 +66,12 @@ def shard_bytes(tmp_path_factory):
     path = tmp_path_factory.mktemp("src") / "shard.parquet"
     write_shard(path, TEXTS)
     return path.read_bytes()
+
+
+@pytest.fixture(autouse=True)
+def online(monkeypatch):
+    for name in ("FLAXCHAT_OFFLINE", "HF_HUB_OFFLINE"):
+        monkeypatch.delenv(name, raising=False)
 
 
 @pytest.fixture
@@ -161,10 +168,28 @@ def test_offline_fails_fast_with_advice(tmp_path, monkeypatch, retry, sleeps):
     def no_dns(*args, **kwargs):
         raise urllib.error.URLError(socket.gaierror(-2, "Name or service not known"))
 
-    monkeypatch.setattr(download.urllib.request, "urlopen", no_dns)
+    monkeypatch.setattr(urllib.request, "urlopen", no_dns)
     with pytest.raises(DataSourceError, match="network is unreachable.*--data PATH"):
         download_shards(1, tmp_path, retry=retry)
     assert sleeps == []
+    assert leftovers(tmp_path) == []
+
+
+def test_refused_connection_counts_as_offline(tmp_path, retry, sleeps):
+    with socket.socket() as s:  # a port that was free a moment ago refuses connections
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    with pytest.raises(DataSourceError, match="network is unreachable.*refused.*--data PATH"):
+        download_tinystories("val", dest=tmp_path, base_url=f"http://127.0.0.1:{port}", retry=retry)
+    assert sleeps == []
+    assert leftovers(tmp_path) == []
+
+
+def test_offline_mode_never_touches_the_network(server, tmp_path, retry, monkeypatch):
+    monkeypatch.setenv("FLAXCHAT_OFFLINE", "1")
+    with pytest.raises(DataSourceError, match="offline mode.*--data PATH"):
+        download_shards(1, tmp_path, base_url=server.url, retry=retry)
+    assert server.requests == {}
     assert leftovers(tmp_path) == []
 
 

@@ -1,10 +1,14 @@
-"""Downloads of evaluation data: single files with retries, and the Hugging Face hub's parquet export.
+"""Downloads with retries, shared by every flaxchat package, and the Hugging Face hub's parquet export.
 
-A file already present is never fetched again. Each attempt streams into a temp file beside
-the target, checks its size against Content-Length and then its format (`check`), and renames
-it into place; a failed attempt waits 2**attempt seconds. A machine without network fails at
-once with DataUnavailable, and so does every download while FLAXCHAT_OFFLINE (or the hub's own
-HF_HUB_OFFLINE) is set, so tests and air-gapped runs never wait on the network.
+The generic part (`Retry`, `download_file`, `fetch_json`, `write_atomic`) knows nothing of
+eval data; flaxchat-train fetches its pretraining text through it too. A file already present is
+never fetched again. Each attempt streams into a temp file beside the target, checks its size
+against Content-Length and then its format (`check`), and renames it into place; a failed attempt
+waits 2**attempt seconds. Every failure is a DataUnavailable whose message ends with the caller's
+advice on providing the file by hand. A machine without network (no DNS, no route, or a refused
+connection, e.g. a proxy setting with no proxy behind it) fails at once, and so does every
+download while FLAXCHAT_OFFLINE (or the hub's own HF_HUB_OFFLINE) is set, so tests and
+air-gapped runs never wait on the network.
 """
 
 from __future__ import annotations
@@ -28,7 +32,6 @@ from flaxchat.tokenizer.paths import base_dir
 
 logger = logging.getLogger(__name__)
 
-HUB_URL = "https://huggingface.co"
 CHUNK_BYTES = 1 << 20
 OFFLINE_VARIABLES = ("FLAXCHAT_OFFLINE", "HF_HUB_OFFLINE")
 
@@ -43,12 +46,8 @@ class Retry:
 
 
 def offline() -> bool:
+    """Whether FLAXCHAT_OFFLINE or HF_HUB_OFFLINE forbids every download."""
     return any(os.environ.get(name, "").strip().lower() not in ("", "0", "false", "no") for name in OFFLINE_VARIABLES)
-
-
-def task_data_dir() -> Path:
-    """Where hub downloads are cached (nanochat's <base>/task_data)."""
-    return base_dir() / "task_data"
 
 
 class _BadDownload(Exception):
@@ -56,6 +55,7 @@ class _BadDownload(Exception):
 
 
 def _is_offline(error: BaseException) -> bool:
+    """No way out to the internet (no DNS, no route, a refused connection), as opposed to a server hiccup."""
     reason = error.reason if isinstance(error, urllib.error.URLError) else error
     if isinstance(reason, socket.gaierror):
         return True
@@ -63,6 +63,7 @@ def _is_offline(error: BaseException) -> bool:
 
 
 def _is_permanent(error: BaseException) -> bool:
+    """An HTTP answer that another try will not change (404, 403, ...)."""
     return isinstance(error, urllib.error.HTTPError) and 400 <= error.code < 500 and error.code not in (408, 429)
 
 
@@ -103,7 +104,11 @@ def _with_retries(url: str, attempt_once: Callable[[], object], how_to_provide: 
 
 def download_file(url: str, dest: Path, how_to_provide: str, check: Callable[[Path], None] | None = None,
                   retry: Retry = Retry()) -> Path:
-    """`dest`, downloaded from `url` unless present. `check(path)` raises ValueError to reject a download."""
+    """`dest`, downloaded from `url` unless present.
+
+    `check(path)` validates the finished temp file and raises ValueError to reject it (the attempt
+    then counts as failed). `how_to_provide` ends every DataUnavailable message.
+    """
     dest = Path(dest)
     if dest.exists():
         return dest
@@ -131,6 +136,30 @@ def fetch_json(url: str, how_to_provide: str, retry: Retry = Retry()):
             return json.loads(response.read())
 
     return _with_retries(url, once, how_to_provide, retry)
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temp file in the same directory and os.replace."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
+
+
+# The Hugging Face hub's parquet export -------------------------------------------------------
+
+HUB_URL = "https://huggingface.co"
+
+
+def task_data_dir() -> Path:
+    """Where hub downloads are cached (nanochat's <base>/task_data)."""
+    return base_dir() / "task_data"
 
 
 def _check_parquet(path: Path) -> None:
@@ -167,17 +196,3 @@ def hub_parquet_files(repo: str, subset: str, split: str, how_to_provide: str, r
     except ValueError as e:
         raise DataUnavailable(f"{manifest} is damaged ({e}): delete {shards_dir} to download again. {how_to_provide}") from None
     return [shards_dir / name for name in names]
-
-
-def write_atomic(path: Path, text: str) -> None:
-    """Write `text` to `path` through a temp file in the same directory and os.replace."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
