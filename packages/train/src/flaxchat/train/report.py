@@ -30,7 +30,7 @@ class MetricsLog:
         return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
 
-def _plot(path: Path, title: str, series: list[tuple[str, list[float], list[float]]], ylabel: str) -> None:
+def plot_series(path: Path, title: str, series: list[tuple[str, list[float], list[float]]], ylabel: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -60,12 +60,12 @@ def write_report(run_dir: str | Path, title: str, records: list[dict[str, Any]],
     plots = []
     if train:
         steps = [r["step"] for r in train]
-        _plot(run_dir / "train_loss.png", "train loss", [("loss", steps, [r["loss"] for r in train]),
+        plot_series(run_dir / "train_loss.png", "train loss", [("loss", steps, [r["loss"] for r in train]),
                                                         ("smoothed", steps, [r["smooth_loss"] for r in train])], "nats/token")
-        _plot(run_dir / "lr.png", "learning-rate multiplier", [("lrm", steps, [r["lrm"] for r in train])], "multiplier")
+        plot_series(run_dir / "lr.png", "learning-rate multiplier", [("lrm", steps, [r["lrm"] for r in train])], "multiplier")
         plots += ["train_loss.png", "lr.png"]
     if val:
-        _plot(run_dir / "val_bpb.png", "validation bits per byte", [("val bpb", [r["step"] for r in val], [r["bpb"] for r in val])], "bits/byte")
+        plot_series(run_dir / "val_bpb.png", "validation bits per byte", [("val bpb", [r["step"] for r in val], [r["bpb"] for r in val])], "bits/byte")
         plots.append("val_bpb.png")
     lines = [f"# {title}", ""]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in summary.items()] + [""]
