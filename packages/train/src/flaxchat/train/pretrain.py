@@ -179,7 +179,7 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
     if not cfg.resume:
         metrics.write(kind="config", plan=dataclasses.asdict(plan), model=cfg.model.to_dict(), devices=num_devices)
 
-    peak = measure_matmul_peak() * num_devices
+    peak = measure_matmul_peak(dtype) * num_devices
     n = plan.num_iterations
     if progress:
         progress({"kind": "plan", "num_iterations": n, "start": start})

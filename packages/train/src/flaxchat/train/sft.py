@@ -210,7 +210,7 @@ def sft(cfg: SFTConfig, train_task: ConversationTask, val_task: ConversationTask
         emit({"kind": "val", "step": step, "bpb": bpb})
         return bpb
 
-    peak = measure_matmul_peak() * num_devices
+    peak = measure_matmul_peak(model.dtype) * num_devices
     fpt = flops_per_token(model.config)
     train = batches(train_task)
     batch = next(train)  # nanochat prefetches: the batch that ends the data is never trained on
