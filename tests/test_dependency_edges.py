@@ -84,3 +84,17 @@ def test_tokenizer_import_loads_neither_jax_nor_training_code():
     loaded = _loaded_modules(JAX_FREE_MODULES)
     assert "tiktoken" in loaded
     assert not _forbidden(loaded, {"grain", "rustbpe", "jax", "flax"})
+
+
+def test_server_and_batcher_import_no_training_code():
+    """optax is not in the list: flax.nnx itself imports it (for nnx.Optimizer), so every model user has it."""
+    loaded = _loaded_modules(["flaxchat.infer.server", "flaxchat.infer.batcher"])
+    assert {"flaxchat.infer.batcher", "fastapi", "uvicorn"} <= loaded
+    assert not _forbidden(loaded, {"grain", "rustbpe", "orbax"})
+
+
+def test_export_runner_import_loads_no_jax():
+    """The edge runner works with ai-edge-litert, tiktoken and numpy alone."""
+    loaded = _loaded_modules(["flaxchat.export.run"])
+    assert "ai_edge_litert.compiled_model" in loaded and "tiktoken" in loaded
+    assert not _forbidden(loaded, {"grain", "rustbpe", "jax", "jaxlib", "flax"})

@@ -5,6 +5,9 @@ recompiles; the filters run under `lax.cond` and cost nothing when switched off.
 vocabulary (and drawing one random number per vocabulary entry, as `jax.random.categorical`
 does) is slow on CPU, so the filters find their cut-off by bisection on the bit patterns of
 the logits and the sampler inverts the CDF with one uniform per row.
+
+The settings may be scalars (one request: `sample`) or arrays with one entry per row
+(a batch of independent requests: `sample_rows`, each row with its own key).
 """
 
 from __future__ import annotations
@@ -25,11 +28,16 @@ FAST_TOP_K = 64  # top_k up to this uses lax.top_k; larger k bisects
 
 
 class SamplingArrays(NamedTuple):
-    """SamplingParams as the scalars the jitted functions take."""
+    """SamplingParams as the arrays the jitted functions take: scalars, or one entry per row (B,)."""
 
     temperature: np.ndarray  # float32; 0 = greedy (argmax)
     top_k: np.ndarray  # int32; >= vocab size = off
     top_p: np.ndarray  # float32; 1 = off
+
+    @classmethod
+    def stack(cls, rows: "list[SamplingArrays]") -> "SamplingArrays":
+        """Per-row settings (B,) from B scalar settings."""
+        return cls(*(np.stack(column) for column in zip(*rows)))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -59,11 +67,23 @@ class SamplingParams:
 
 def sample(logits: jax.Array, key: jax.Array, s: SamplingArrays) -> jax.Array:
     """logits (B, V) -> token ids (B,) int32: argmax at temperature 0, else a draw per row."""
+    return _draw(logits, lambda: jax.random.uniform(key, logits.shape[:1]), s)
+
+
+def sample_rows(logits: jax.Array, keys: jax.Array, s: SamplingArrays) -> jax.Array:
+    """`sample` with a key (B,) and settings (B,) per row: each row draws as a batch-1 `sample` would."""
+    return _draw(logits, lambda: jax.vmap(lambda key: jax.random.uniform(key, (1,))[0])(keys), s)
+
+
+def _draw(logits: jax.Array, uniforms, s: SamplingArrays) -> jax.Array:
+    """Greedy rows take the argmax, the others invert the CDF at uniforms() (B,)."""
+    greedy = _argmax(logits)
+    hot = jnp.broadcast_to(s.temperature > 0, greedy.shape)
 
     def stochastic():
-        return sample_weights(_weights(logits, s), jax.random.uniform(key, logits.shape[:1]))
+        return jnp.where(hot, sample_weights(_weights(logits, s), uniforms()), greedy)
 
-    return lax.cond(s.temperature > 0, stochastic, lambda: _argmax(logits))
+    return lax.cond(jnp.any(hot), stochastic, lambda: greedy)
 
 
 def distribution(logits: jax.Array, s: SamplingArrays) -> jax.Array:
@@ -110,12 +130,17 @@ def _argmax(logits: jax.Array) -> jax.Array:
 
 
 def _weights(logits: jax.Array, s: SamplingArrays) -> jax.Array:
-    """Unnormalized probabilities after temperature, top-k and top-p (0 for filtered tokens)."""
-    vocab = logits.shape[-1]
-    z = logits.astype(jnp.float32) / s.temperature
-    z = lax.cond(s.top_k < vocab, lambda: _mask_top_k(z, s.top_k), lambda: z)
+    """Unnormalized probabilities after temperature, top-k and top-p (0 for filtered tokens).
+
+    Each filter runs when any row uses it; rows that switch it off keep every token.
+    A greedy row (temperature 0) gets the weights of temperature 1 (its caller takes the argmax).
+    """
+    rows, vocab = logits.shape
+    temperature, top_k, top_p = (jnp.broadcast_to(a, (rows,)) for a in s)
+    z = logits.astype(jnp.float32) / jnp.where(temperature > 0, temperature, 1.0)[:, None]
+    z = lax.cond(jnp.any(top_k < vocab), lambda: _mask_top_k(z, top_k), lambda: z)
     w = jnp.exp(z - jnp.max(z, axis=-1, keepdims=True))
-    return lax.cond(s.top_p < 1, lambda: _mask_top_p(z, w, s.top_p), lambda: w)
+    return lax.cond(jnp.any(top_p < 1), lambda: _mask_top_p(z, w, top_p), lambda: w)
 
 
 def _order_keys(z: jax.Array) -> jax.Array:
@@ -135,23 +160,27 @@ def _largest_key(keys: jax.Array, holds) -> jax.Array:
 
 
 def _mask_top_k(z: jax.Array, k: jax.Array) -> jax.Array:
-    """Keep the k largest values per row (all of them on a tie at the k-th), -inf elsewhere."""
+    """Keep the k (B,) largest values per row (all of them on a tie at the k-th), -inf elsewhere; k >= V keeps all."""
     keys = _order_keys(z)
-    fast = min(FAST_TOP_K, z.shape[-1])
+    vocab = z.shape[-1]
+    fast = min(FAST_TOP_K, vocab)
 
     def by_top_k():
-        return _order_keys(jnp.take(lax.top_k(z, fast)[0], k - 1, axis=-1))
+        kth = jnp.take_along_axis(lax.top_k(z, fast)[0], jnp.clip(k, 1, fast)[:, None] - 1, axis=-1)[:, 0]
+        return _order_keys(kth)
 
     def by_bisection():
         return _largest_key(keys, lambda t: jnp.sum(keys >= t, axis=-1) >= k)
 
-    threshold = lax.cond(k <= fast, by_top_k, by_bisection)
-    return jnp.where(keys >= threshold[:, None], z, -jnp.inf)
+    threshold = lax.cond(jnp.any((k > fast) & (k < vocab)), by_bisection, by_top_k)
+    keep = (keys >= threshold[:, None]) | (k >= vocab)[:, None]
+    return jnp.where(keep, z, -jnp.inf)
 
 
 def _mask_top_p(z: jax.Array, w: jax.Array, p: jax.Array) -> jax.Array:
-    """Keep the smallest set of largest-z tokens holding at least a fraction p of the mass w."""
+    """Keep the smallest set of largest-z tokens holding at least a fraction p (B,) of the mass w; p >= 1 keeps all."""
     keys = _order_keys(z)
     need = p * jnp.sum(w, axis=-1)
     threshold = _largest_key(keys, lambda t: jnp.sum(jnp.where(keys >= t, w, 0.0), axis=-1) >= need)
-    return jnp.where(keys >= threshold[:, None], w, 0.0)
+    keep = (keys >= threshold[:, None]) | (p >= 1)[:, None]
+    return jnp.where(keep, w, 0.0)

@@ -1,0 +1,243 @@
+"""Continuous batching: requests that share the decode batch get exactly what they would get alone.
+
+The model has the weights of conftest's random `model`, and every forward (prefill or decode
+step) first takes a permit from GATE, so a test can hold the scheduler between steps and let
+requests join or leave at a known point instead of relying on timing.
+"""
+
+import asyncio
+import math
+import threading
+
+import jax
+import numpy as np
+import pytest
+from flax import nnx
+from flaxchat.infer.batcher import TOP_LOGPROBS, Scheduler, SchedulerClosedError, SchedulerConfig
+from flaxchat.infer.engine import Engine, EngineConfig
+from flaxchat.infer.errors import GenerationError
+from flaxchat.model import GPT
+from flaxchat.model.params import assign_params, named_params
+
+CONFIG = SchedulerConfig(slots=4, cache_len=128, min_prefill_len=64)  # prefill buckets 64 and 128, for every test
+# Tracing a function again (a new input signature) and compiling it for XLA both count.
+EVENTS = ("/jax/core/compile/jaxpr_trace_duration", "/jax/core/compile/backend_compile_duration")
+COMPILES: list[str] = []
+jax.monitoring.register_event_duration_secs_listener(
+    lambda event, duration, **kw: COMPILES.append(event) if event in EVENTS else None
+)
+
+
+class Gate:
+    """Permits for forward passes; unlimited while open."""
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._permits = math.inf
+
+    def allow(self, n: float) -> None:
+        with self._cond:
+            self._permits = n
+            self._cond.notify_all()
+
+    def take(self) -> None:
+        with self._cond:
+            if not self._cond.wait_for(lambda: self._permits > 0, timeout=60):
+                raise TimeoutError("the test never opened the gate")
+            self._permits -= 1
+
+
+GATE = Gate()
+
+
+class GatedGPT(GPT):
+    def decode(self, idx, cache, lengths=None, *, last_only: bool = False):
+        jax.debug.callback(GATE.take)
+        return super().decode(idx, cache, lengths, last_only=last_only)
+
+
+@pytest.fixture(scope="module")
+def gated_model(make_model) -> GatedGPT:
+    source = make_model(0)
+    model = nnx.eval_shape(lambda: GatedGPT(source.config, rngs=nnx.Rngs(0)))
+    assign_params(model, {name: np.asarray(value) for name, value in named_params(source).items()})
+    return model
+
+
+@pytest.fixture(scope="module")
+def gated_engine(gated_model, tokenizer) -> Engine:
+    return Engine(gated_model, tokenizer, EngineConfig(min_prefill_len=128))  # one prompt bucket
+
+
+@pytest.fixture(scope="module")
+def scheduler(gated_model, tokenizer):
+    GATE.allow(math.inf)
+    with Scheduler(gated_model, tokenizer, CONFIG).start() as scheduler:
+        assert scheduler.wait_ready(timeout=600)
+        yield scheduler
+
+
+@pytest.fixture(autouse=True)
+def open_gate():
+    GATE.allow(math.inf)
+    yield
+    GATE.allow(math.inf)
+
+
+def prompt(tokenizer, text: str) -> list[int]:
+    return tokenizer.encode(text, prepend=tokenizer.bos_id)
+
+
+# Five requests: prompt lengths in every bucket, greedy and seeded sampling, different max_tokens.
+REQUESTS = [
+    ("The quick brown fox", 40, dict(temperature=0.0)),
+    ("hello", 30, dict(temperature=0.9, top_k=50, seed=7)),
+    ("Once upon a time, in a land far away, there lived a small dragon.", 25, dict(temperature=0.0)),
+    ("A long prompt that lands in the last prefill bucket of this scheduler, padded up to 128!!",
+     20, dict(temperature=1.0, top_p=0.9, seed=3_000_000_000)),
+    ("x", 35, dict(temperature=0.7, top_k=5, top_p=0.8, seed=1)),
+]
+
+
+def expected_tokens(engine, ids, max_tokens, settings) -> list[int]:
+    sequences, _ = engine.generate_batch(ids, max_tokens=max_tokens, **settings)
+    return sequences[0][len(ids):]
+
+
+def test_requests_joining_and_leaving_mid_way_match_the_engine(scheduler, gated_engine, tokenizer):
+    prompts = [prompt(tokenizer, text) for text, _, _ in REQUESTS]
+    expected = [expected_tokens(gated_engine, ids, m, kw) for ids, (_, m, kw) in zip(prompts, REQUESTS)]
+    assert len({len(p) for p in prompts}) == 5 and max(map(len, prompts)) > 64
+    stats = scheduler.stats()
+
+    GATE.allow(6)  # two prefills and at least two decode steps, then the scheduler holds
+    first = [scheduler.submit(ids, m, **kw) for ids, (_, m, kw) in zip(prompts[:2], REQUESTS[:2])]
+    for stream in first:
+        next(iter(stream))  # both are generating (and far from done) ...
+    rest = [scheduler.submit(ids, m, **kw) for ids, (_, m, kw) in zip(prompts[2:], REQUESTS[2:])]
+    assert scheduler.stats().queued >= 1  # ... when three more arrive: one more than the free rows
+    GATE.allow(math.inf)
+    streams = first + rest
+    for stream in streams:
+        assert stream.wait(timeout=300)
+    assert [s.tokens() for s in streams] == expected
+    assert [s.finish_reason for s in streams] == ["length" if len(e) == m else "stop"
+                                                   for e, (_, m, _) in zip(expected, REQUESTS)]
+    after = scheduler.stats()
+    assert after.peak_active == 4 and after.active == 0 and after.queued == 0
+    assert after.generated_tokens - stats.generated_tokens == sum(map(len, expected))
+    assert after.prompt_tokens - stats.prompt_tokens == sum(map(len, prompts))
+
+    # The seeded sampled request alone gives what it gave beside the others.
+    ids, (_, m, kw) = prompts[1], REQUESTS[1]
+    alone = scheduler.submit(ids, m, **kw)
+    assert alone.wait(timeout=60) and alone.tokens() == streams[1].tokens()
+
+
+def test_cancel_frees_the_row_for_a_queued_request(gated_model, tokenizer):
+    scheduler = Scheduler(gated_model, tokenizer, CONFIG)
+    long_prompt = prompt(tokenizer, "hello world")  # greedy, it runs past 100 tokens
+    longs = [scheduler.submit(long_prompt, 100, temperature=0.0) for _ in range(CONFIG.slots)]
+    queued = scheduler.submit(prompt(tokenizer, "hi"), 3, temperature=0.0)
+    assert scheduler.stats().queued == CONFIG.slots + 1
+    GATE.allow(CONFIG.slots + 1)  # admit the four (prefills) and draw their first tokens, then hold
+    with scheduler.start(warmup=False):
+        next(iter(longs[0]))
+        longs[0].cancel()
+        assert scheduler.stats().queued == 1
+        GATE.allow(math.inf)
+        assert queued.wait(timeout=60) and queued.finish_reason == "length" and len(queued.tokens()) == 3
+        for stream in longs:
+            assert stream.wait(timeout=60)
+    assert longs[0].finish_reason == "cancelled" and longs[0].completion_tokens <= 2
+    assert [s.finish_reason for s in longs[1:]] == ["length"] * 3
+    # Only the cancel could free a row in time: the others held theirs for 100 steps.
+    assert all(queued.finished_at < s.finished_at for s in longs[1:])
+    assert scheduler.stats().finished == {"cancelled": 1, "length": 4}
+
+
+def test_logprobs_match_scoring_the_prompt(scheduler, tokenizer):
+    ids = prompt(tokenizer, "The quick brown fox")
+    stream = scheduler.submit(ids, 12, temperature=0.0, logprobs=True)
+    assert stream.wait(timeout=60)
+    generated = stream.generated
+    scores = scheduler.score(ids + [g.token for g in generated])
+    assert len(scores.logprobs) == len(ids) + len(generated) - 1
+    # The decode step's logprobs and the full forward's agree; greedy tokens top their alternatives.
+    np.testing.assert_allclose([g.logprob for g in generated], scores.logprobs[len(ids) - 1:], rtol=1e-4, atol=1e-4)
+    for g, top in zip(generated, scores.top[len(ids) - 1:]):
+        assert len(g.top) == len(top) == TOP_LOGPROBS
+        assert g.top[0][0] == g.token == top[0][0]
+        assert np.all(np.diff([lp for _, lp in g.top]) <= 0)
+    plain = scheduler.submit(ids, 3, temperature=0.0)
+    assert plain.wait(timeout=60) and all(g.logprob is None and g.top is None for g in plain.generated)
+
+
+def test_async_iteration_and_validation(scheduler, tokenizer):
+    ids = prompt(tokenizer, "hello")
+
+    async def consume():
+        return [g.token async for g in scheduler.submit(ids, 10, temperature=0.0)]
+
+    sync = scheduler.submit(ids, 10, temperature=0.0)
+    assert asyncio.run(consume()) == [g.token for g in sync]
+    with pytest.raises(GenerationError, match="exceeds the scheduler's cache_len"):
+        scheduler.submit(ids, 128 - len(ids) + 1)
+    with pytest.raises(GenerationError, match="non-empty"):
+        scheduler.submit([], 5)
+    with pytest.raises(GenerationError, match="integer ids"):
+        scheduler.submit([tokenizer.vocab_size], 5)
+    with pytest.raises(GenerationError, match="seed"):
+        scheduler.submit(ids, 5, seed=2**32)
+    with pytest.raises(GenerationError, match="top_p"):
+        scheduler.submit(ids, 5, top_p=1.5)
+    with pytest.raises(GenerationError, match="at most cache_len"):
+        scheduler.score(list(range(129)))
+
+
+def test_close_cancels_waiting_requests(gated_model, tokenizer):
+    scheduler = Scheduler(gated_model, tokenizer, CONFIG)
+    stream = scheduler.submit(prompt(tokenizer, "hi"), 5)
+    scheduler.close()
+    assert stream.finish_reason == "cancelled" and list(stream) == []
+    with pytest.raises(SchedulerClosedError):
+        scheduler.submit(prompt(tokenizer, "hi"), 5)
+
+
+def test_tool_calls_are_run_and_forced(make_scripted, tokenizer):
+    """A python block: its row waits for the calculator, then the output is forced in, as the Engine does."""
+    special = tokenizer.encode_special
+    call = [special("<|python_start|>"), *tokenizer.encode("2+3"), special("<|python_end|>")]
+    forced = [special("<|output_start|>"), *tokenizer.encode("5"), special("<|output_end|>")]
+    ids = prompt(tokenizer, "calc")
+    script = call + [ord("x")] * len(forced) + [*tokenizer.encode("ok"), special("<|assistant_end|>")]
+    model = make_scripted(len(ids), script)
+    expected = call + forced + tokenizer.encode("ok")  # what test_engine_tools checks the Engine gives
+    with Scheduler(model, tokenizer, SchedulerConfig(slots=4, cache_len=128, min_prefill_len=128)) as scheduler:
+        with_tools = scheduler.submit(ids, 40, temperature=0.0, tools=True)
+        without = scheduler.submit(ids, 40, temperature=0.0)
+        assert with_tools.wait(timeout=300) and without.wait(timeout=60)
+    assert with_tools.tokens() == expected and with_tools.finish_reason == "stop"
+    assert without.tokens() == call + [ord("x")] * len(forced) + tokenizer.encode("ok")
+
+
+def test_nothing_compiles_after_warm_up(scheduler, tokenizer):
+    scheduler.score(list(range(40)))  # scoring compiles once per bucket, on first use (64 here)
+    jax.jit(lambda x: x + 1)(np.float32(1))  # the listener sees compilations
+    warm = len(COMPILES)
+    assert warm > 0
+    rng = np.random.default_rng(0)
+    settings = [dict(temperature=0.0), dict(temperature=1.0, top_k=200), dict(temperature=0.8, top_p=0.5),
+                dict(temperature=1.2, top_k=3, top_p=0.9, logprobs=True)]
+    streams = []
+    for i in range(24):
+        n = int(rng.integers(2, 100))
+        ids = [tokenizer.bos_id, *rng.integers(0, 256, n - 1).tolist()]
+        streams.append(scheduler.submit(ids, int(rng.integers(1, 128 - n + 1)), seed=int(rng.integers(0, 2**32)),
+                                        **settings[i % len(settings)]))
+        if i % 6 == 5:
+            scheduler.score(ids[:64])
+            streams[-2].cancel()
+    for stream in streams:
+        assert stream.wait(timeout=300)
+    assert len(COMPILES) == warm
