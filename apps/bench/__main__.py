@@ -2,6 +2,9 @@
 
     uv run apps/bench forward --depth 4 --max-seq-len 512
     uv run apps/bench train            # nanochat's CPU run config: d6, head dim 64, window L, seq 512, batch 32
+    uv run apps/bench decode           # same model, random weights: decode per mode and batch, prefill, MBU
+    uv run apps/bench decode --model d12 --draft-model d4 --batch-sizes 1,8
+    uv run apps/bench export           # same model: .tflite size and decode tok/s (fp32, int8) beside JAX CPU
 """
 
 from __future__ import annotations
@@ -9,7 +12,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import time
 
+from flaxchat.model.checkpoint import CheckpointError
 from flaxchat.model.cli import add_model_args, config_from_args, dtype_from_args
 from flaxchat.model.config import ConfigError
 
@@ -57,6 +62,113 @@ def run_train(args) -> dict:
     return result
 
 
+def run_decode(args) -> dict:
+    from flaxchat.infer.benchmark import DecodeBenchConfig, bench_decode
+    from flaxchat.model.benchmark import device_name, measure_matmul_peak, measure_memory_bandwidth
+
+    cfg = DecodeBenchConfig(
+        batch_sizes=args.batch_sizes, context=args.context, steps=args.steps, prefill_tokens=args.prefill_tokens,
+        padded_max_batch=args.padded_max_batch, spec_k=args.spec_k, temperature=args.temperature,
+    )
+    dtype = dtype_from_args(args)
+    model, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype, seed=0)
+    draft, draft_source = None, None
+    if not args.no_speculative:
+        draft, draft_source = load_or_build(
+            args.draft_model, lambda: draft_config(model.config, args.draft_depth, args.aspect_ratio), dtype, seed=1)
+    start = time.perf_counter()
+
+    def progress(line: str) -> None:
+        print(f"[{time.perf_counter() - start:6.1f}s] {line}", file=sys.stderr, flush=True)
+
+    progress(f"measuring memory bandwidth ({args.bandwidth_mib} MiB in place) and matmul peak")
+    bandwidth = measure_memory_bandwidth(args.bandwidth_mib << 20)
+    peak = measure_matmul_peak()
+    result = bench_decode(model, cfg, memory_bandwidth=bandwidth, matmul_peak=peak, draft_model=draft, progress=progress)
+    config = model.config
+    result |= {"device": device_name(), "model": source, "draft_model": draft_source}
+    rows = [
+        ("device", result["device"]),
+        ("memory bandwidth", f"{bandwidth / 1e9:.1f} GB/s (measured: in-place read+write of {args.bandwidth_mib} MiB)"),
+        ("matmul peak", f"{peak / 1e9:.1f} GFLOP/s (measured, jitted 2048x2048 fp32 matmul)"),
+        ("model", f"{source}: d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
+                  f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size} {result['dtype']}"),
+        ("bytes per step", f"{result['weight_bytes'] / 1e6:.1f} MB weights + {result['kv_read_bytes_per_row'] / 1e6:.2f} MB "
+                           f"KV per row at context {cfg.context}; "
+                           f"batch-1 ceiling {result['ceiling_batch1_tok_per_s']:,.0f} tok/s"),
+    ]
+    for e in result["decode"]:
+        rows.append((f"{e['mode']} batch {e['batch_size']}", f"{e['ms_per_step']:8.2f} ms/token {e['tok_per_s']:9,.1f} tok/s  "
+                                                               f"MBU {e['mbu_percent']:5.1f}%"))
+    p = result["prefill"]
+    rows.append((f"prefill {p['tokens']} tokens", f"{p['tok_per_s']:,.0f} tok/s  {p['ms']:.1f} ms  MFU {p['mfu_percent']}%"))
+    if "speculative" in result:
+        s = result["speculative"]
+        rows.append((f"speculative k={s['k']}", f"draft {draft_source}: acceptance {s['acceptance_rate']:.1%}, "
+                                                 f"{s['tokens_per_round']:.2f} tokens/round, {s['tok_per_s']:,.1f} tok/s, "
+                                                 f"{s['speedup']:.2f}x cached batch 1"))
+    print_table(rows)
+    return result
+
+
+def run_export(args) -> dict:
+    from flaxchat.export.benchmark import ExportBenchConfig, bench_export
+    from flaxchat.model.benchmark import device_name
+
+    cfg = ExportBenchConfig(quantizations=args.quantizations, context=args.context, steps=args.steps,
+                            max_len=args.max_len, threads=args.threads)
+    model, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype_from_args(args), seed=0)
+    result = bench_export(model, cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    config, jax_run = model.config, result["jax"]
+    result |= {"device": device_name(), "model": source}
+    rows = [
+        ("device", result["device"]),
+        ("model", f"{source}: d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
+                  f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size}"),
+        ("request", f"batch 1, prompt {result['prompt_tokens']} tokens + {result['steps']} decode steps, "
+                    f"KV cache {result['max_len']}"),
+        ("convert", f"{result['convert_s']:.1f} s (prefill lengths {result['prefill_lengths']} + decode)"),
+        ("JAX", f"{jax_run['ms_per_token']:8.2f} ms/token {jax_run['decode_tok_per_s']:8.1f} tok/s  "
+                f"prefill {jax_run['prefill_tok_per_s']:,.0f} tok/s"),
+    ]
+    for e in result["litert"]:
+        rows.append((f"LiteRT {e['quantization']}", f"{e['ms_per_token']:8.2f} ms/token {e['decode_tok_per_s']:8.1f} tok/s  "
+                                                    f"prefill {e['prefill_tok_per_s']:,.0f} tok/s  {e['size_bytes'] / 1e6:,.1f} MB  "
+                                                    f"greedy agreement {e['greedy_agreement']:.1%}"))
+    print_table(rows)
+    return result
+
+
+def load_or_build(name, config, dtype, seed: int):
+    """(model, description): the named checkpoint, else random weights (from `seed`) for config()."""
+    from flax import nnx
+    from flaxchat.model import GPT
+    from flaxchat.model.checkpoint import load_checkpoint
+
+    if name:
+        model, _, _ = load_checkpoint(name, dtype=dtype)
+        return model, name
+    return GPT(config(), rngs=nnx.Rngs(seed), dtype=dtype), "random weights"
+
+
+def draft_config(target, depth: int, aspect_ratio: int):
+    """A smaller random draft: nanochat's sizing at `depth`, everything else as the target."""
+    from flaxchat.model.config import GPTConfig
+
+    sized = GPTConfig.from_depth(depth, aspect_ratio, target.head_dim)
+    return target.replace(n_layer=sized.n_layer, n_embd=sized.n_embd, n_head=sized.n_head, n_kv_head=sized.n_kv_head)
+
+
+def batch_sizes(text: str) -> tuple[int, ...]:
+    try:
+        sizes = tuple(int(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1, got {text!r}")
+    return sizes
+
+
 def print_table(rows) -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
@@ -80,6 +192,38 @@ def main(argv=None) -> int:
     train.add_argument("--dp", type=int, default=None, help="data-parallel size (default: all devices)")
     train.add_argument("--fsdp", type=int, default=1, help="FSDP size")
     train.set_defaults(run=run_train)
+    decode = sub.add_parser("decode", help="KV-cache decode per mode and batch size, prefill, MBU, speculative")
+    decode.add_argument("--model", help="checkpoint name under <base>/models or a path "
+                                        "(default: random weights, config below)")
+    add_model_args(decode, depth=6, max_seq_len=512)
+    decode.set_defaults(head_dim=64, window_pattern="L")
+    decode.add_argument("--batch-sizes", type=batch_sizes, default=(1, 4, 16, 64), help="comma-separated (default 1,4,16,64)")
+    decode.add_argument("--context", type=int, default=384, help="mean context while decoding (default 384, as nanochat)")
+    decode.add_argument("--steps", type=int, default=32, help="timed decode steps per mode and batch size (default 32)")
+    decode.add_argument("--prefill-tokens", type=int, default=256,
+                        help="batch-1 prompt for the prefill measurement (default 256)")
+    decode.add_argument("--padded-max-batch", type=int, default=4, help="largest batch for the slow padded mode (default 4)")
+    decode.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    decode.add_argument("--draft-model", help="speculative draft checkpoint (default: random weights at --draft-depth)")
+    decode.add_argument("--draft-depth", type=int, default=2, help="depth of the random draft model (default 2)")
+    decode.add_argument("--spec-k", type=int, default=4, help="draft tokens per speculative round (default 4)")
+    decode.add_argument("--no-speculative", action="store_true", help="skip the speculative measurement")
+    decode.add_argument("--bandwidth-mib", type=int, default=1024, help="buffer for the bandwidth measurement (default 1024)")
+    decode.set_defaults(run=run_decode)
+    export = sub.add_parser("export", help="LiteRT export: .tflite size and batch-1 decode tok/s beside JAX CPU")
+    export.add_argument("--model", help="checkpoint name under <base>/models or a path "
+                                        "(default: random weights, config below)")
+    add_model_args(export, depth=6, max_seq_len=512)
+    export.set_defaults(head_dim=64, window_pattern="L")
+    export.add_argument("--quantizations", type=lambda text: tuple(q for q in text.split(",") if q),
+                        default=("fp32", "int8"),
+                        help="comma-separated among fp32,int8,int8-weight-only (default fp32,int8)")
+    export.add_argument("--context", type=int, default=384, help="mean context while decoding (default 384)")
+    export.add_argument("--steps", type=int, default=32, help="timed decode steps (default 32)")
+    export.add_argument("--max-len", type=int, default=None,
+                        help="KV cache length of the export (default: --max-seq-len)")
+    export.add_argument("--threads", type=int, default=None, help="LiteRT CPU threads (default: all cores)")
+    export.set_defaults(run=run_export)
     args = parser.parse_args(argv)
     if getattr(args, "device_batch_size", 1) <= 0 or getattr(args, "steps", 1) <= 0:
         parser.error("--device-batch-size and --steps must be positive")
@@ -87,6 +231,9 @@ def main(argv=None) -> int:
         result = args.run(args)
     except (ConfigError, ValueError) as e:
         parser.error(str(e))
+    except CheckpointError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
     print(json.dumps({"bench": args.bench, **result}))
     return 0
 

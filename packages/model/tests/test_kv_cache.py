@@ -76,3 +76,21 @@ def test_inactive_rows_keep_their_state(small_model, small_config, tokens, jitte
     _, after = decode(tokens[:, 10:11], cache, jnp.array([1, 0]))
     assert after.pos.tolist() == [11, 10]
     np.testing.assert_array_equal(np.asarray(after.prev_embedding[1]), np.asarray(cache.prev_embedding[1]))
+
+
+def test_cache_layout_and_a_padded_chunk_past_the_end(small_model, small_config, tokens, jitted):
+    """k/v are (B, Hkv, max_len, D); a padded chunk running past max_len (its tail is dropped) leaves a correct cache."""
+    forward = jitted(small_model)
+    decode = _decode_jit(small_model, jitted)
+    cache = KVCache.empty(small_config, batch_size=2, max_len=16)
+    assert cache.k[0].shape == (2, small_config.n_kv_head, 16, small_config.head_dim) and cache.max_len == 16
+    # Row 0 holds 12 real tokens, row 1 holds 9; the chunk's padding reaches positions 12..19 and 9..19.
+    lengths = jnp.array([12, 9])
+    chunk = tokens[:, :20].at[1, 9:].set(0)
+    _, cache = decode(chunk, cache, lengths)
+    nxt = jnp.array([[5], [6]])
+    logits, cache = decode(nxt, cache)
+    for row, n in enumerate([12, 9]):
+        seq = jnp.concatenate([tokens[row : row + 1, :n], nxt[row : row + 1]], axis=1)
+        np.testing.assert_allclose(np.asarray(logits[row, -1]), np.asarray(forward(seq))[0, -1], atol=1e-5)
+    assert cache.pos.tolist() == [13, 10]

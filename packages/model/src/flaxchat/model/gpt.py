@@ -65,6 +65,25 @@ def attention(q, k, v, q_pos, k_pos, window: int):
     return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
 
 
+def cache_attention(q, k_cache, v_cache, q_pos, window: int):
+    """`attention` over a KV cache laid out (B, Hkv, S, D); key s sits at position s.
+
+    Both products keep the cache in its own layout (per row and kv head a contiguous (S, D)
+    matrix): q k^T and probs @ v, so XLA reads the cache in place instead of transposing it
+    every step; only the small output is transposed back to (B, T, H, D).
+    """
+    b, t, h, d = q.shape
+    hkv, s = k_cache.shape[1], k_cache.shape[2]
+    q = q.reshape(b, t, hkv, h // hkv, d)
+    scores = jnp.einsum("btkgd,bksd->bkgts", q, k_cache, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(d))
+    delta = q_pos[:, :, None] - jnp.arange(s)[None, None, :]
+    visible = (delta >= 0) & (delta <= window)
+    scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
+    probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
+    y = jnp.einsum("bkgts,bksd->bkgtd", probs, v_cache)
+    return jnp.moveaxis(y, 3, 1).reshape(b, t, h, d)
+
+
 ATTENTION_BLOCK = 128
 
 
@@ -120,6 +139,19 @@ def _matmul(x: jax.Array, kernel: nnx.Param) -> jax.Array:
     return y.reshape(*x.shape[:-1], y.shape[-1])
 
 
+def _write_cache(cache, new, positions):
+    """cache (B, Hkv, S, D) with new (B, T, Hkv, D) written at positions (B, T); out-of-range positions are dropped.
+
+    One scatter index per (row, token, head), so the scatter updates the donated cache in place:
+    with a single index (batch 1, one token) XLA rewrites it as a dynamic-update-slice and then
+    copies the whole cache, twice per layer and step.
+    """
+    b, _, hkv, _ = new.shape
+    rows = jnp.arange(b)[:, None, None]
+    heads = jnp.arange(hkv)[None, None, :]
+    return cache.at[rows, heads, positions[:, :, None]].set(new.astype(cache.dtype), mode="drop")
+
+
 class Attention(nnx.Module):
     def __init__(self, config: GPTConfig, layer: int, rngs: nnx.Rngs):
         c, hd = config.n_embd, config.head_dim
@@ -155,14 +187,12 @@ class Attention(nnx.Module):
         return _matmul(y.reshape(b, t, -1), self.c_proj)
 
     def cached(self, x, ve, cos, sin, window: int, k_cache, v_cache, positions):
-        """Write this chunk's k/v at `positions` (B, T) and attend over the whole cache."""
+        """Write this chunk's k/v at `positions` (B, T) into the (B, Hkv, S, D) cache and attend over it."""
         b, t, _ = x.shape
         q, k, v = self.qkv(x, ve, cos, sin)
-        rows = jnp.arange(b)[:, None]
-        k_cache = k_cache.at[rows, positions].set(k.astype(k_cache.dtype), mode="drop")
-        v_cache = v_cache.at[rows, positions].set(v.astype(v_cache.dtype), mode="drop")
-        key_pos = jnp.arange(k_cache.shape[1])
-        y = attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), positions, key_pos, window)
+        k_cache = _write_cache(k_cache, k, positions)
+        v_cache = _write_cache(v_cache, v, positions)
+        y = cache_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), positions, window)
         return _matmul(y.reshape(b, t, -1), self.c_proj), k_cache, v_cache
 
 

@@ -11,7 +11,10 @@ from flaxchat.model.config import GPTConfig
 
 @struct.dataclass
 class KVCache:
-    """Per layer k/v of shape (B, max_len, n_kv_head, head_dim); pos (B,) = tokens held per row.
+    """Per layer k/v of shape (B, n_kv_head, max_len, head_dim); pos (B,) = tokens held per row.
+
+    Heads before positions: decode attention then reads each head's keys and values as one
+    contiguous (max_len, head_dim) matrix, with no transpose of the cache per step.
 
     prev_embedding (B, 1, C) is the pre-smear normalized embedding of each row's last token
     (the smear needs it when decoding one token at a time); has_prev (B,) says it is set.
@@ -25,7 +28,7 @@ class KVCache:
 
     @classmethod
     def empty(cls, config: GPTConfig, batch_size: int, max_len: int, dtype=jnp.float32) -> "KVCache":
-        shape = (batch_size, max_len, config.n_kv_head, config.head_dim)
+        shape = (batch_size, config.n_kv_head, max_len, config.head_dim)
         return cls(
             k=tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
             v=tuple(jnp.zeros(shape, dtype) for _ in range(config.n_layer)),
@@ -40,7 +43,7 @@ class KVCache:
 
     @property
     def max_len(self) -> int:
-        return self.k[0].shape[1]
+        return self.k[0].shape[2]
 
     def broadcast_rows(self, batch_size: int) -> "KVCache":
         """Replicate a batch-1 cache (one shared prefill) to `batch_size` rows."""
