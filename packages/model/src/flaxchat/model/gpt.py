@@ -58,11 +58,18 @@ def attention(q, k, v, q_pos, k_pos, window: int):
     groups = h // k.shape[2]
     q = q.reshape(b, t, k.shape[2], groups, d)
     scores = jnp.einsum("btkgd,bskd->bkgts", q, k, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(d))
+    probs = window_softmax(scores, q_pos, k_pos, window).astype(v.dtype)
+    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
+
+
+def window_softmax(scores, q_pos, k_pos, window: int):
+    """Softmax of scores (B, Hkv, G, T, S) over the keys each query sees: positions p-window .. p.
+
+    q_pos (B, T) and k_pos (S,) are absolute positions; the mask is built inside the fusion.
+    """
     delta = q_pos[:, :, None] - k_pos[None, None, :]
     visible = (delta >= 0) & (delta <= window)
-    scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v.dtype)
-    return jnp.einsum("bkgts,bskd->btkgd", probs, v).reshape(b, t, h, d)
+    return jax.nn.softmax(jnp.where(visible[:, None, None], scores, -jnp.inf), axis=-1)
 
 
 def cache_attention(q, k_cache, v_cache, q_pos, window: int):
@@ -76,10 +83,7 @@ def cache_attention(q, k_cache, v_cache, q_pos, window: int):
     hkv, s = k_cache.shape[1], k_cache.shape[2]
     q = q.reshape(b, t, hkv, h // hkv, d)
     scores = jnp.einsum("btkgd,bksd->bkgts", q, k_cache, preferred_element_type=jnp.float32) * (1.0 / math.sqrt(d))
-    delta = q_pos[:, :, None] - jnp.arange(s)[None, None, :]
-    visible = (delta >= 0) & (delta <= window)
-    scores = jnp.where(visible[:, None, None], scores, -jnp.inf)
-    probs = jax.nn.softmax(scores, axis=-1).astype(v_cache.dtype)
+    probs = window_softmax(scores, q_pos, jnp.arange(s), window).astype(v_cache.dtype)
     y = jnp.einsum("bkgts,bksd->bkgtd", probs, v_cache)
     return jnp.moveaxis(y, 3, 1).reshape(b, t, h, d)
 
