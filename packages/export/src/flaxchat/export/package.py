@@ -18,9 +18,7 @@ This module needs no jax: both the converter (writing) and the runner (reading) 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
-import os
 import shutil
 import tempfile
 from pathlib import Path
@@ -28,6 +26,7 @@ from typing import Any
 
 from flaxchat.export.errors import PackageError
 from flaxchat.tokenizer import Tokenizer, TokenizerFileError
+from flaxchat.tokenizer.files import replace_directory, sha256_file
 
 FORMAT = "flaxchat-litert"
 FORMAT_VERSION = 1
@@ -132,14 +131,6 @@ class Package:
         return self.path / MODEL_FILE
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def _files(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*") if p.is_file())
 
@@ -157,30 +148,16 @@ def write_package(out: str | Path, model_bytes: bytes, tokenizer: Tokenizer, con
         (tmp / MODEL_FILE).write_bytes(model_bytes)
         tokenizer.save(tmp / TOKENIZER_DIR)
         (tmp / CONFIG_FILE).write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-        files = {p.relative_to(tmp).as_posix(): {"sha256": _sha256(p), "size": p.stat().st_size} for p in _files(tmp)}
+        files = {p.relative_to(tmp).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size} for p in _files(tmp)}
         manifest = {"format": FORMAT, "format_version": FORMAT_VERSION, "files": files}
         (tmp / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2) + "\n")
-        _replace_dir(tmp, out)
+        replace_directory(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
 
 
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move src to dst; an existing dst is moved aside first and removed only afterwards."""
-    old = None
-    if dst.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent)) / dst.name
-        os.replace(dst, old)
-    try:
-        os.replace(src, dst)
-    except OSError:
-        if old is not None:
-            os.replace(old, dst)
-        raise
-    if old is not None:
-        shutil.rmtree(old.parent, ignore_errors=True)
 
 
 def resolve_package(path: str | Path) -> Path:
@@ -222,7 +199,7 @@ def _verify_manifest(root: Path) -> None:
         if size != entry["size"]:
             raise PackageError(f"{path} is {size:,} bytes, the manifest says {entry['size']:,}: the file is truncated "
                                f"or was replaced; {REEXPORT}")
-        if _sha256(path) != entry["sha256"]:
+        if sha256_file(path) != entry["sha256"]:
             raise PackageError(f"{path} does not match its sha256 in the manifest: the file is corrupt or was "
                                f"replaced; {REEXPORT}")
 

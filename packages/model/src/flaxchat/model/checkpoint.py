@@ -13,7 +13,6 @@ place, so a crash never leaves a half-written checkpoint under the final name.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -29,6 +28,7 @@ from flaxchat.model.config import ConfigError, GPTConfig
 from flaxchat.model.gpt import GPT
 from flaxchat.model.params import ParamMismatchError, assign_params, named_params
 from flaxchat.tokenizer import Tokenizer, TokenizerFileError
+from flaxchat.tokenizer.files import replace_directory, sha256_file
 from flaxchat.tokenizer.paths import base_dir
 
 FORMAT = "flaxchat-model"
@@ -50,14 +50,6 @@ def resolve_checkpoint(name_or_path: str | Path) -> Path:
     if (path / "meta.json").exists() or os.sep in str(name_or_path):
         return path
     return models_dir() / str(name_or_path)
-
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def _write_weights(path: Path, arrays: dict[str, Any]) -> None:
@@ -84,27 +76,15 @@ def save_checkpoint(
         meta = {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
-            "weights_sha256": _sha256(tmp / WEIGHTS),
+            "weights_sha256": sha256_file(tmp / WEIGHTS),
             "metadata": metadata or {},
         }
         (tmp / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
-        _replace_dir(tmp, path)
+        replace_directory(tmp, path)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return path
-
-
-def _replace_dir(src: Path, dst: Path) -> None:
-    """Move src to dst; an existing dst is moved aside first and removed only afterwards."""
-    old = None
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        dst.rename(old)
-    src.rename(dst)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
 
 
 def read_meta(path: str | Path) -> dict[str, Any]:
@@ -144,7 +124,7 @@ def load_checkpoint(
     weights = path / WEIGHTS
     if not weights.exists():
         raise CheckpointError(f"checkpoint {path} is incomplete: {WEIGHTS} is missing")
-    if _sha256(weights) != meta.get("weights_sha256"):
+    if sha256_file(weights) != meta.get("weights_sha256"):
         raise CheckpointError(f"checkpoint {path} is corrupt: {WEIGHTS} does not match its recorded sha256")
     try:
         tokenizer = Tokenizer.load(path / "tokenizer")

@@ -96,19 +96,38 @@ def save(directory: Path, spec: EncodingSpec) -> None:
     try:
         _write_synced(tmp / RANKS_FILE, ranks_data)
         _write_synced(tmp / META_FILE, (json.dumps(meta, indent=2, ensure_ascii=False) + "\n").encode())
-        if directory.exists():
-            old = Path(tempfile.mkdtemp(dir=directory.parent, prefix=f".{directory.name}.old-"))
-            os.replace(directory, old / "tok")
-            try:
-                os.replace(tmp, directory)
-            except OSError:
-                os.replace(old / "tok", directory)
-                raise
-            shutil.rmtree(old)
-        else:
-            os.replace(tmp, directory)
+        replace_directory(tmp, directory)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+
+
+def replace_directory(src: Path, dst: Path) -> None:
+    """Move the finished directory src to dst (same file system) so readers never see a half-written dst.
+
+    An existing dst is moved aside first, put back if the move fails, and removed only afterwards.
+    Shared by every artifact written as a directory (tokenizers, model checkpoints, exports).
+    """
+    old = None
+    if dst.exists():
+        old = Path(tempfile.mkdtemp(prefix=f".{dst.name}.", suffix=".old", dir=dst.parent)) / dst.name
+        os.replace(dst, old)
+    try:
+        os.replace(src, dst)
+    except OSError:
+        if old is not None:
+            os.replace(old, dst)
+        raise
+    if old is not None:
+        shutil.rmtree(old.parent, ignore_errors=True)
+
+
+def sha256_file(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
 
 
 def _write_synced(path: Path, data: bytes) -> None:
