@@ -5,6 +5,7 @@
     uv run apps/bench decode           # same model, random weights: decode per mode and batch, prefill, MBU
     uv run apps/bench decode --model d12 --draft-model d4 --batch-sizes 1,8
     uv run apps/bench export           # same model: .tflite size and decode tok/s (fp32, int8) beside JAX CPU
+    uv run apps/bench serve            # same model behind the server: aggregate tok/s and TTFT at 1, 4, 16 streams
 """
 
 from __future__ import annotations
@@ -71,10 +72,10 @@ def run_decode(args) -> dict:
         padded_max_batch=args.padded_max_batch, spec_k=args.spec_k, temperature=args.temperature,
     )
     dtype = dtype_from_args(args)
-    model, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype, seed=0)
+    model, _, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype, seed=0)
     draft, draft_source = None, None
     if not args.no_speculative:
-        draft, draft_source = load_or_build(
+        draft, _, draft_source = load_or_build(
             args.draft_model, lambda: draft_config(model.config, args.draft_depth, args.aspect_ratio), dtype, seed=1)
     start = time.perf_counter()
 
@@ -117,7 +118,8 @@ def run_export(args) -> dict:
 
     cfg = ExportBenchConfig(quantizations=args.quantizations, context=args.context, steps=args.steps,
                             max_len=args.max_len, threads=args.threads)
-    model, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype_from_args(args), seed=0)
+    model, _, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype_from_args(args),
+                                     seed=0)
     result = bench_export(model, cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
     config, jax_run = model.config, result["jax"]
     result |= {"device": device_name(), "model": source}
@@ -139,16 +141,62 @@ def run_export(args) -> dict:
     return result
 
 
+def run_serve(args) -> dict:
+    from flaxchat.infer.serve_benchmark import ServeBenchConfig, bench_serve, synthetic_tokenizer
+    from flaxchat.model.benchmark import device_name
+
+    cfg = ServeBenchConfig(
+        concurrency=args.concurrency, prompt_tokens=args.prompt_tokens, max_tokens=args.max_tokens,
+        requests_per_stream=args.requests_per_stream, temperature=args.temperature, slots=args.slots,
+        cache_len=args.cache_len, seed=args.seed,
+    )
+    model, tokenizer, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768),
+                                             dtype_from_args(args), seed=0)
+    if tokenizer is None:  # random weights: any tokenizer of the model's vocabulary
+        tokenizer = synthetic_tokenizer(model.config.vocab_size)
+    start = time.perf_counter()
+    result = bench_serve(model, tokenizer, cfg, progress=lambda line: print(
+        f"[{time.perf_counter() - start:6.1f}s] {line}", file=sys.stderr, flush=True))
+    config = model.config
+    result |= {"device": device_name(), "model": source}
+    rows = [
+        ("device", result["device"]),
+        ("model", f"{source}: d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
+                  f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size} {result['dtype']}"),
+        ("server", f"{result['slots']} slots x {result['cache_len']} positions; streaming /v1/completions, prompt "
+                   f"{cfg.prompt_tokens} tokens, max_tokens {cfg.max_tokens}, temperature {cfg.temperature}, "
+                   f"{cfg.requests_per_stream} requests per stream"),
+    ]
+    for e in result["levels"]:
+        rows.append((f"{e['concurrency']} streams", f"{e['aggregate_tok_per_s']:8.1f} tok/s aggregate  "
+                                                    f"{_number(e['per_stream_tok_per_s'])} tok/s per stream  "
+                                                    f"TTFT p50 {_number(e['ttft_ms_p50'])} ms p95 "
+                                                    f"{_number(e['ttft_ms_p95'])} ms  peak active {e['peak_active']}  "
+                                                    f"({e['requests']} requests, {e['completion_tokens']} tokens, "
+                                                    f"{e['wall_s']:.1f} s)"))
+    if "aggregate_speedup" in result:
+        speedup = result["aggregate_speedup"]
+        rows.append(("speedup", f"{_number(speedup['ratio'], '.2f')}x aggregate tok/s at {speedup['concurrency']} "
+                                f"streams vs {speedup['baseline']}"))
+    print_table(rows)
+    return result
+
+
+def _number(value, spec: str = "7.1f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
 def load_or_build(name, config, dtype, seed: int):
-    """(model, description): the named checkpoint, else random weights (from `seed`) for config()."""
+    """(model, tokenizer, description): the named checkpoint with its tokenizer, else random weights
+    (from `seed`) for config() and no tokenizer."""
     from flax import nnx
     from flaxchat.model import GPT
     from flaxchat.model.checkpoint import load_checkpoint
 
     if name:
-        model, _, _ = load_checkpoint(name, dtype=dtype)
-        return model, name
-    return GPT(config(), rngs=nnx.Rngs(seed), dtype=dtype), "random weights"
+        model, tokenizer, _ = load_checkpoint(name, dtype=dtype)
+        return model, tokenizer, name
+    return GPT(config(), rngs=nnx.Rngs(seed), dtype=dtype), None, "random weights"
 
 
 def draft_config(target, depth: int, aspect_ratio: int):
@@ -224,6 +272,24 @@ def main(argv=None) -> int:
                         help="KV cache length of the export (default: --max-seq-len)")
     export.add_argument("--threads", type=int, default=None, help="LiteRT CPU threads (default: all cores)")
     export.set_defaults(run=run_export)
+    serve = sub.add_parser("serve", help="the OpenAI-compatible server under 1, 4, 16 concurrent streams: "
+                                         "aggregate tok/s, TTFT p50/p95")
+    serve.add_argument("--model", help="checkpoint name under <base>/models or a path "
+                                       "(default: random weights, config below, and a synthetic tokenizer)")
+    add_model_args(serve, depth=6, max_seq_len=512)
+    serve.set_defaults(head_dim=64, window_pattern="L")
+    serve.add_argument("--concurrency", type=batch_sizes, default=(1, 4, 16),
+                       help="comma-separated concurrent streams per level (default 1,4,16)")
+    serve.add_argument("--prompt-tokens", type=int, default=128, help="prompt length of each request (default 128)")
+    serve.add_argument("--max-tokens", type=int, default=64, help="max_tokens of each request (default 64)")
+    serve.add_argument("--requests-per-stream", type=int, default=2,
+                       help="requests each stream sends back to back (default 2)")
+    serve.add_argument("--temperature", type=float, default=0.0, help="sampling temperature (default 0: greedy)")
+    serve.add_argument("--slots", type=int, default=None, help="scheduler rows (default: the largest concurrency)")
+    serve.add_argument("--cache-len", type=int, default=None,
+                       help="KV cache positions per row (default: the server's, --max-seq-len rounded up to 64)")
+    serve.add_argument("--seed", type=int, default=0, help="prompts and per-request seeds (default 0)")
+    serve.set_defaults(run=run_serve)
     args = parser.parse_args(argv)
     if getattr(args, "device_batch_size", 1) <= 0 or getattr(args, "steps", 1) <= 0:
         parser.error("--device-batch-size and --steps must be positive")

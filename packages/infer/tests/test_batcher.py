@@ -156,6 +156,26 @@ def test_cancel_frees_the_row_for_a_queued_request(gated_model, tokenizer):
     assert scheduler.stats().finished == {"cancelled": 1, "length": 4}
 
 
+def test_decode_runs_only_the_active_rows_kept_at_the_front(gated_model, gated_engine, tokenizer):
+    # Admitted together into rows 0, 1, 2; the first leaves first, then the third: each time the
+    # last active row moves into the hole, and the decode step shrinks to the next power of two.
+    wanted = [("Once", 5, dict(temperature=0.0)), ("The quick brown fox", 20, dict(temperature=0.9, seed=11)),
+              ("hello there", 12, dict(temperature=0.0))]
+    ids = [prompt(tokenizer, text) for text, _, _ in wanted]
+    expected = [expected_tokens(gated_engine, p, m, kw) for p, (_, m, kw) in zip(ids, wanted)]
+    scheduler = Scheduler(gated_model, tokenizer, CONFIG)
+    streams = [scheduler.submit(p, m, **kw) for p, (_, m, kw) in zip(ids, wanted)]
+    with scheduler.start(warmup=False):
+        for stream in streams:
+            assert stream.wait(timeout=120)
+    assert [s.tokens() for s in streams] == expected
+    # A row is freed after the step that drew its last token (or its stop token, which is not delivered).
+    a, b, c = sorted(len(s.tokens()) + (s.finish_reason == "stop") for s in streams)
+    stats = scheduler.stats()
+    assert stats.decode_steps == c
+    assert stats.decode_rows == 4 * a + 2 * (b - a) + (c - b)  # 3 active -> 4 rows, then 2, then 1
+
+
 def test_logprobs_match_scoring_the_prompt(scheduler, tokenizer):
     ids = prompt(tokenizer, "The quick brown fox")
     stream = scheduler.submit(ids, 12, temperature=0.0, logprobs=True)

@@ -3,13 +3,18 @@
 A `Scheduler` owns `slots` rows of a KV cache of fixed length and a background thread that
 loops: admit queued requests into free rows (a bucketed, jitted batch-1 prefill whose cache
 row and last logits are written into the batch at the free slot, donated, in place), then
-run ONE jitted decode step for the whole batch, sample each row with its request's own
+run ONE jitted decode step for the active rows, sample each row with its request's own
 settings (temperature / top-k / top-p / seed as per-row arrays: new settings never
 recompile) and push each row's token to its request's `Stream`. A just-admitted row feeds
 nothing in its first step and draws from its prefill logits, so the sampler is compiled once,
 in the decode step. A row is freed as soon as its request ends (<|assistant_end|> or <|bos|>,
-max_tokens, or cancelled), and a new request joins at the next step. Idle rows ride along
-with length 0: their cache does not advance, their samples are ignored.
+max_tokens, or cancelled), and a new request joins at the next step.
+
+Active rows are kept at the front of the batch (a freed row's place is taken by the last
+active row) and the decode step runs only the first `rows` of them, `rows` a power of two
+(compiled once each, at warm-up): one conversation decodes at batch-1 speed, not at the cost
+of every slot. Rows inside that prefix that have nothing to feed (waiting on a tool) ride
+along with length 0: their cache does not advance, their samples are ignored.
 
 Request i's token at column t is drawn with fold_in(key(seed_i), t), as `Engine` draws a
 batch-1 request, so a seeded request gives the same tokens alone or beside others (and,
@@ -99,6 +104,7 @@ class SchedulerStats:
     prompt_tokens: int  # of admitted requests
     generated_tokens: int  # pushed to streams
     decode_steps: int
+    decode_rows: int  # rows computed over all decode steps (each step runs a power-of-two prefix of the batch)
 
 
 class Stream:
@@ -227,7 +233,8 @@ class _Compiled:
     def __init__(self, graphdef, treedef):
         self._structure = (graphdef, treedef)
         self.admit = jax.jit(self._admit, donate_argnames=("cache", "prefilled"))
-        self.decode = jax.jit(self._decode, donate_argnames="cache")
+        self.decode = jax.jit(self._decode, donate_argnames="cache", static_argnames="rows")
+        self.move = jax.jit(self._move, donate_argnames=("cache", "prefilled"))
         self.score = jax.jit(self._score)
 
     def _model(self, weights) -> GPT:
@@ -241,12 +248,22 @@ class _Compiled:
         cache = jax.tree.map(lambda whole, one: lax.dynamic_update_slice_in_dim(whole, one, slot, axis=0), cache, row)
         return cache, lax.dynamic_update_slice_in_dim(prefilled, logits, slot, axis=0)
 
-    def _decode(self, weights, cache: KVCache, prefilled, tokens, lengths, seeds, steps, sampling, want_top):
-        """Feed one token per row (rows with length 0 stay as they are) and draw each row's next;
-        rows that feed nothing draw from their prefill logits (their first token)."""
-        logits, cache = self._model(weights).decode(tokens[:, None], cache, lengths, last_only=True)
-        logits = jnp.where(lengths[:, None] > 0, logits, prefilled)
-        return _pick(logits, seeds, steps, sampling, want_top), cache
+    def _decode(self, weights, cache: KVCache, prefilled, tokens, lengths, seeds, steps, sampling, want_top, rows):
+        """Feed one token to each of the first `rows` rows (rows with length 0 stay as they are) and
+        draw each one's next; rows that feed nothing draw from their prefill logits (their first token).
+        The per-row inputs have `rows` entries; the rows after them are not touched."""
+        whole = cache.batch_size
+        part = cache if rows == whole else jax.tree.map(lambda a: a[:rows], cache)
+        logits, part = self._model(weights).decode(tokens[:, None], part, lengths, last_only=True)
+        logits = jnp.where(lengths[:, None] > 0, logits, prefilled[:rows])
+        picked = _pick(logits, seeds, steps, sampling, want_top)
+        if rows == whole:
+            return picked, part
+        return picked, jax.tree.map(lambda a, p: lax.dynamic_update_slice_in_dim(a, p, 0, axis=0), cache, part)
+
+    def _move(self, cache: KVCache, prefilled, src, dst):
+        """Copy row src (its cache and prefill logits) to row dst, in place."""
+        return jax.tree.map(lambda a: a.at[dst].set(a[src]), (cache, prefilled))
 
     def _score(self, weights, tokens):
         """tokens (1, T) -> logprob of each next token (T-1,), and the top alternatives at every position."""
@@ -310,7 +327,7 @@ class Scheduler:
         self._ready = threading.Event()
         self._thread: threading.Thread | None = None
         self._tools = concurrent.futures.ThreadPoolExecutor(config.tool_workers, thread_name_prefix="flaxchat-tool")
-        self._submitted = self._prompt_tokens = self._generated = self._steps = self._peak = 0
+        self._submitted = self._prompt_tokens = self._generated = self._steps = self._decode_rows = self._peak = 0
         self._finished: Counter[str] = Counter()
 
     # Lifecycle -----------------------------------------------------------------------------
@@ -417,6 +434,7 @@ class Scheduler:
             slots=self.slots, active=sum(row is not None for row in self._rows), queued=queued,
             peak_active=self._peak, submitted=self._submitted, finished=dict(self._finished),
             prompt_tokens=self._prompt_tokens, generated_tokens=self._generated, decode_steps=self._steps,
+            decode_rows=self._decode_rows,
         )
 
     # The loop ------------------------------------------------------------------------------
@@ -431,6 +449,10 @@ class Scheduler:
 
     def _bucket(self, n: int) -> int:
         return min(_power_of_two_at_least(max(n, self.config.min_prefill_len)), self.cache_len)
+
+    def _decode_rows_for(self, active: int) -> int:
+        """The batch prefix a decode step runs for `active` rows: a power of two, at most slots."""
+        return min(_power_of_two_at_least(active), self.slots)
 
     def _run(self, warmup: bool) -> None:
         try:
@@ -452,10 +474,12 @@ class Scheduler:
         buckets = sorted({self._bucket(n) for n in range(1, self.cache_len)})
         for bucket in buckets:  # a 1-token prompt padded to each bucket, into (still free) row 0
             self._prefill(0, np.zeros((1, bucket), np.int32), 1)
-        idle = np.zeros(self.slots, np.int32)
-        self._step(idle, idle, idle)
-        logger.info("scheduler warmed up in %.1fs: %d slots x %d positions, prefill buckets %s",
-                    time.monotonic() - started, self.slots, self.cache_len, buckets)
+        row_buckets = sorted({self._decode_rows_for(n) for n in range(1, self.slots + 1)})
+        for rows in row_buckets:
+            idle = np.zeros(rows, np.int32)
+            self._step(idle, idle, idle)
+        logger.info("scheduler warmed up in %.1fs: %d slots x %d positions, prefill buckets %s, decode rows %s",
+                    time.monotonic() - started, self.slots, self.cache_len, buckets, row_buckets)
 
     def _has_work(self) -> bool:
         if self._closing or self._queue:
@@ -470,6 +494,7 @@ class Scheduler:
             if self._closing:
                 return False
             self._drop_cancelled()
+            self._compact()
             admitted = []
             while self._queue and (None in self._rows or self._queue[0].stream.cancelled):
                 request = self._queue.popleft()
@@ -503,11 +528,26 @@ class Scheduler:
         )
 
     def _step(self, tokens, lengths, steps):
+        """One decode step over the first len(tokens) rows."""
+        rows = len(tokens)
+        sampling = SamplingArrays(*(column[:rows] for column in self._sampling))
         out, self._cache = self._fns.decode(
-            self._weights, self._cache, self._prefilled, tokens, lengths, self._seeds, steps, self._sampling,
-            self._want_top,
+            self._weights, self._cache, self._prefilled, tokens, lengths, self._seeds[:rows], steps, sampling,
+            self._want_top[:rows], rows=rows,
         )
         return jax.device_get(out)
+
+    def _compact(self) -> None:
+        """Move the last active rows into the free rows before them, so the active rows form a prefix."""
+        while None in self._rows:
+            hole = self._rows.index(None)
+            last = max((i for i, s in enumerate(self._rows) if s is not None), default=-1)
+            if last < hole:
+                return
+            self._cache, self._prefilled = self._fns.move(self._cache, self._prefilled, np.int32(last), np.int32(hole))
+            self._rows[hole], self._rows[last] = self._rows[last], None
+            for column in (self._seeds, self._want_top, *self._sampling):
+                column[hole] = column[last]
 
     def _decode(self) -> None:
         """One decode step for every row that is not waiting on a tool: it feeds the row's last token
@@ -515,12 +555,14 @@ class Scheduler:
         drawing = [i for i, s in enumerate(self._rows) if s is not None and s.tool_call is None]
         if not drawing:
             return
-        tokens, lengths, steps = (np.zeros(self.slots, np.int32) for _ in range(3))
+        rows = self._decode_rows_for(max(drawing) + 1)
+        tokens, lengths, steps = (np.zeros(rows, np.int32) for _ in range(3))
         for i in drawing:
             state = self._rows[i]
             tokens[i], lengths[i], steps[i] = state.next_token, state.step > 0, state.step
         sampled, logprobs, top_ids, top_logprobs = self._step(tokens, lengths, steps)
         self._steps += 1
+        self._decode_rows += rows
         for i in drawing:
             self._advance(i, int(sampled[i]), float(logprobs[i]), top_ids[i], top_logprobs[i])
 

@@ -31,6 +31,8 @@ class _SchedulerCollector:
             ("flaxchat_prompt_tokens", "Prompt tokens prefilled", s.prompt_tokens),
             ("flaxchat_generated_tokens", "Tokens generated", s.generated_tokens),
             ("flaxchat_decode_steps", "Batched decode steps run", s.decode_steps),
+            ("flaxchat_decode_rows", "Rows computed by decode steps (active rows rounded up to a power of two)",
+             s.decode_rows),
         ):
             yield CounterMetricFamily(name, doc, value=value)
 
