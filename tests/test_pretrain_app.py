@@ -1,4 +1,5 @@
-"""apps/pretrain end to end: a run, its report and model checkpoint, and exact resume after kill -9."""
+"""apps/pretrain end to end: a run, its report and model checkpoint, exact resume after kill -9, and CORE
+during training (--core-metric-every)."""
 
 from __future__ import annotations
 
@@ -89,3 +90,45 @@ def test_bad_flags_fail_clearly(base):
     result = subprocess.run([sys.executable, str(APP), "--data", str(base / "missing.txt")], env=_env(base),
                             capture_output=True, text=True, timeout=300)
     assert result.returncode != 0 and "missing.txt" in result.stderr and "Traceback" not in result.stderr
+
+
+def _tiny_core_bundle(root: Path) -> Path:
+    """A one-task bundle in the DCLM layout: real CORE label and format, hand-written items."""
+    items = [{"query": f"Is {a} plus {b} even?", "choices": ["yes", "no"], "gold": (a + b) % 2} for a, b in
+             [(1, 2), (2, 2), (3, 4), (5, 5), (6, 1), (8, 2)]]
+    (root / "eval_data" / "reading_comprehension").mkdir(parents=True)
+    (root / "eval_data" / "reading_comprehension" / "boolq.jsonl").write_text("".join(json.dumps(i) + "\n" for i in items))
+    (root / "core.yaml").write_text("icl_tasks:\n- label: boolq\n  dataset_uri: reading_comprehension/boolq.jsonl\n"
+                                    "  num_fewshot: [2]\n  icl_task_type: multiple_choice\n"
+                                    "  continuation_delimiter: \"\\nAnswer: \"\n")
+    (root / "eval_meta_data.csv").write_text("Eval Task,Random baseline\nboolq,62\n")
+    return root
+
+
+def test_core_metric_every_records_core_at_those_steps_and_the_end(base):
+    bundle = _tiny_core_bundle(base.parent / "core_bundle")
+    result = _run(base, *TINY, "--num-iterations", "6", "--run", "core", "--core-metric-every", "4",
+                  "--core-bundle", str(bundle), "--core-metric-max-per-task", "5")
+    assert "1/22 CORE tasks" in result.stdout and "core_metric" in result.stdout
+    records = [json.loads(line) for line in (base / "runs" / "core" / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "model_eval"]
+    assert [r["step"] for r in evals] == [4, 6]  # every 4 steps (not step 0) and the last step
+    # 5 items of a 62%-baseline task: the centered score is one of (k/5 - 0.62) / 0.38.
+    assert all(any(abs(r["core_metric"] - (k / 5 - 0.62) / 0.38) < 1e-9 for k in range(6)) for r in evals)
+    assert all(r["core_tasks"] == "1/22" for r in evals)
+    report = (base / "runs" / "core" / "report.md").read_text()
+    assert "| core_metric |" in report and "## Evaluations during training" in report
+    from flaxchat.model.checkpoint import read_meta
+
+    assert read_meta(base / "models" / "core")["metadata"]["core_metric"] == evals[-1]["core_metric"]
+
+
+def test_core_metric_without_a_bundle_fails_before_training(base):
+    for bundle_flags in (["--core-bundle", str(base / "no_bundle_here")], []):  # a wrong path; the default, offline
+        run = f"nocore{len(bundle_flags)}"
+        result = subprocess.run([sys.executable, str(APP), *TINY, "--run", run, "--core-metric-every", "2", *bundle_flags],
+                                env={**_env(base), "FLAXCHAT_OFFLINE": "1"}, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr[-3000:]
+        assert "needs a CORE bundle" in result.stderr and "--core-bundle bigbench" in result.stderr
+        assert "eval_bundle" in result.stderr
+        assert not (base / "runs" / run).exists()  # nothing was trained

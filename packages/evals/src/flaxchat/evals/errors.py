@@ -19,3 +19,7 @@ class DataUnavailable(TaskDataError):
 
 class CoreError(EvalError):
     """The CORE bundle or its evaluation cannot go on (bad bundle layout, impossible settings)."""
+
+
+class BigBenchError(CoreError):
+    """The bigbench sdist is unreadable or lacks what CORE's BIG-bench tasks need."""

@@ -54,7 +54,7 @@ CHAT_TASKS: dict[str, Callable[[Path | None], Task]] = {
 @dataclasses.dataclass(frozen=True)
 class SuiteConfig:
     max_problems: int | None = None  # per task (CORE: per CORE task); None = all
-    bundle: Path | None = None
+    bundle: str | Path | None = None  # a bundle directory, "bigbench", or None for <base>/eval_bundle
     data_dir: Path | None = None
     batch_size: int = 8  # problems per forward (categorical and loss tasks)
     core_batch_rows: int = 32  # prompt rows per forward in CORE
@@ -91,7 +91,7 @@ def _run_core(model, tokenizer, cfg: SuiteConfig, on_core_task: Callable[[TaskRe
     detail = None
     if result.missing:
         covered = len(CORE_LABELS) - len(result.missing)
-        detail = (f"mean over the bundle's {len(result.tasks)} task(s), {covered} of CORE's {len(CORE_LABELS)}: "
+        detail = (f"{covered}/{len(CORE_LABELS)} CORE tasks (mean over the bundle's {len(result.tasks)} task(s)): "
                   "not comparable to nanochat's CORE")
     elif cfg.max_problems:
         detail = f"at most {cfg.max_problems} items per task"

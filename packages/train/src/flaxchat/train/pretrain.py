@@ -66,6 +66,7 @@ class PretrainConfig:
     eval_every: int = 250
     eval_tokens: int = 80 * 524288
     sample_every: int = 2000
+    model_eval_every: int = -1  # steps between `model_eval` calls (e.g. CORE); -1: only at the last step
     save_every: int = -1  # -1: only at the end
     keep_checkpoints: int = 2
     resume: bool = False
@@ -130,13 +131,14 @@ def run_dir(run: str) -> Path:
 
 def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[dict], None] | None = None,
              sample: Callable[[GPT, int], list[tuple[str, str]]] | None = None,
-             final_eval: Callable[[GPT], dict[str, float]] | None = None) -> dict[str, Any]:
+             model_eval: Callable[[GPT, int], dict[str, Any]] | None = None) -> dict[str, Any]:
     """Train; returns a summary.
 
-    `progress(record)` sees every record (plan, train, val, sample) for a progress display;
+    `progress(record)` sees every record (plan, train, val, sample, model_eval) for a progress display;
     `sample(model, step)` returns (prompt, completion) pairs at --sample-every steps;
-    `final_eval(model)` runs once on the final model (e.g. the CORE metric) and its scores join
-    the summary and the report.
+    `model_eval(model, step)` (e.g. the CORE metric) runs every `cfg.model_eval_every` steps and at the
+    last step, as nanochat's --core-metric-every; each result is a `model_eval` record, and the last
+    step's scores join the summary and the report.
     """
     if tokenizer.vocab_size != cfg.model.vocab_size:
         raise PretrainError(f"tokenizer vocab {tokenizer.vocab_size} != model vocab {cfg.model.vocab_size}")
@@ -201,10 +203,18 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
         return bpb
 
     val_bpb = float("nan")
+    latest_scores: dict[str, Any] = {}
     for step in range(start, n + 1):
         last = step == n
         if cfg.eval_every > 0 and (step % cfg.eval_every == 0 or last):
             val_bpb = evaluate(step)
+        periodic = cfg.model_eval_every > 0 and step > 0 and step % cfg.model_eval_every == 0
+        if model_eval is not None and (last or periodic):
+            latest_scores = model_eval(nnx.merge(graphdef, params), step)
+            record = {"kind": "model_eval", "step": step, **latest_scores}
+            metrics.write(**record)
+            if progress:
+                progress(record)
         if sample is not None and cfg.sample_every > 0 and (last or (step > 0 and step % cfg.sample_every == 0)):
             for prompt, completion in sample(nnx.merge(graphdef, params), step):
                 record = {"kind": "sample", "step": step, "prompt": prompt, "completion": completion}
@@ -251,8 +261,7 @@ def pretrain(cfg: PretrainConfig, tokenizer: Tokenizer, *, progress: Callable[[d
         "train_time_s": round(loop["train_time_s"], 1),
         "devices": num_devices,
     }
-    if final_eval is not None:
-        summary |= final_eval(model)
+    summary |= latest_scores
     if jax.process_index() == 0:
         summary["model_dir"] = str(save_checkpoint(models_dir() / cfg.run, model, tokenizer,
                                                    {**summary, "kind": "base", "model_dtype": cfg.dtype}))

@@ -31,6 +31,9 @@ class TrainProgress:
                                  mfu=f"{record['mfu']:.1f}%")
         elif record["kind"] == "val":
             self.bar.write(f"step {record['step']}: val bpb {record['bpb']:.4f}")
+        elif record["kind"] == "model_eval":
+            scores = ", ".join(f"{k} {_fmt(v)}" for k, v in record.items() if k not in ("kind", "step"))
+            self.bar.write(f"step {record['step']}: {scores}")
         elif record["kind"] == "sample":
             self.bar.write(f"step {record['step']}: {record['prompt']!r} -> {record['completion']!r}")
         if self.wandb is not None:
@@ -43,3 +46,7 @@ class TrainProgress:
         self.bar.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) else str(value)

@@ -69,6 +69,11 @@ def write_report(run_dir: str | Path, title: str, records: list[dict[str, Any]],
         plots.append("val_bpb.png")
     lines = [f"# {title}", ""]
     lines += ["| | |", "|---|---|"] + [f"| {k} | {_fmt(v)} |" for k, v in summary.items()] + [""]
+    evals = [r for r in records if r.get("kind") == "model_eval"]
+    if evals:
+        columns = list(dict.fromkeys(k for r in evals for k in r if k not in ("kind", "step")))
+        lines += ["## Evaluations during training", "", "| step | " + " | ".join(columns) + " |", "|---" * (len(columns) + 1) + "|"]
+        lines += [f"| {r['step']} | " + " | ".join(_fmt(r.get(c, "")) for c in columns) + " |" for r in evals] + [""]
     samples = [r for r in records if r.get("kind") == "sample"]
     if samples:
         lines += [f"## Samples at step {samples[-1]['step']}", ""]
