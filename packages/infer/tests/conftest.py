@@ -57,10 +57,11 @@ class ScriptedGPT(GPT):
         return table[jnp.minimum(seen, table.shape[0] - 1)]
 
     def decode(self, idx, cache, lengths=None, *, last_only: bool = False):
-        before = cache.pos
+        b = idx.shape[0]  # the cache's first b rows decode
+        before = cache.pos[:b]
         _, cache = super().decode(idx, cache, lengths, last_only=last_only)
         if last_only:
-            return self._scripted(cache.pos), cache
+            return self._scripted(cache.pos[:b]), cache
         return self._scripted(before[:, None] + jnp.arange(1, idx.shape[1] + 1)), cache
 
     def hidden(self, idx):

@@ -94,3 +94,22 @@ def test_cache_layout_and_a_padded_chunk_past_the_end(small_model, small_config,
         seq = jnp.concatenate([tokens[row : row + 1, :n], nxt[row : row + 1]], axis=1)
         np.testing.assert_allclose(np.asarray(logits[row, -1]), np.asarray(forward(seq))[0, -1], atol=1e-5)
     assert cache.pos.tolist() == [13, 10]
+
+
+def test_decoding_the_leading_rows_of_a_larger_cache(small_model, small_config, tokens, jitted):
+    """idx with fewer rows than the cache decodes the cache's first rows; the others stay untouched."""
+    decode = _decode_jit(small_model, jitted)
+    cache = KVCache.empty(small_config, batch_size=2, max_len=64)
+    _, cache = decode(tokens[:, :10], cache)
+    logits, after = decode(tokens[:1, 10:12], cache)
+    _, alone = decode(tokens[:1, :10], KVCache.empty(small_config, batch_size=1, max_len=64))
+    expected, alone = decode(tokens[:1, 10:12], alone)
+    np.testing.assert_allclose(np.asarray(logits), np.asarray(expected), atol=1e-5)
+    assert after.pos.tolist() == [12, 10] and after.has_prev.tolist() == [True, True]
+    for name in ("k", "v"):
+        for layer, (mine, single, before) in enumerate(zip(getattr(after, name), getattr(alone, name), getattr(cache, name))):
+            np.testing.assert_allclose(np.asarray(mine[:1]), np.asarray(single), atol=1e-5, err_msg=f"{name}{layer}")
+            np.testing.assert_array_equal(np.asarray(mine[1]), np.asarray(before[1]))
+    np.testing.assert_array_equal(np.asarray(after.prev_embedding[1]), np.asarray(cache.prev_embedding[1]))
+    with np.testing.assert_raises(ValueError):
+        decode(tokens[:, :1].repeat(2, axis=0), cache)  # more rows than the cache holds

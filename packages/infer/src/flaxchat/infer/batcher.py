@@ -233,7 +233,7 @@ class _Compiled:
     def __init__(self, graphdef, treedef):
         self._structure = (graphdef, treedef)
         self.admit = jax.jit(self._admit, donate_argnames=("cache", "prefilled"))
-        self.decode = jax.jit(self._decode, donate_argnames="cache", static_argnames="rows")
+        self.decode = jax.jit(self._decode, donate_argnames="cache")  # compiled once per number of rows
         self.move = jax.jit(self._move, donate_argnames=("cache", "prefilled"))
         self.score = jax.jit(self._score)
 
@@ -248,18 +248,14 @@ class _Compiled:
         cache = jax.tree.map(lambda whole, one: lax.dynamic_update_slice_in_dim(whole, one, slot, axis=0), cache, row)
         return cache, lax.dynamic_update_slice_in_dim(prefilled, logits, slot, axis=0)
 
-    def _decode(self, weights, cache: KVCache, prefilled, tokens, lengths, seeds, steps, sampling, want_top, rows):
-        """Feed one token to each of the first `rows` rows (rows with length 0 stay as they are) and
-        draw each one's next; rows that feed nothing draw from their prefill logits (their first token).
-        The per-row inputs have `rows` entries; the rows after them are not touched."""
-        whole = cache.batch_size
-        part = cache if rows == whole else jax.tree.map(lambda a: a[:rows], cache)
-        logits, part = self._model(weights).decode(tokens[:, None], part, lengths, last_only=True)
+    def _decode(self, weights, cache: KVCache, prefilled, tokens, lengths, seeds, steps, sampling, want_top):
+        """Feed one token to each of the first len(tokens) rows (rows with length 0 stay as they are)
+        and draw each one's next; rows that feed nothing draw from their prefill logits (their first
+        token). The rows after them are not touched."""
+        rows = tokens.shape[0]
+        logits, cache = self._model(weights).decode(tokens[:, None], cache, lengths, last_only=True)
         logits = jnp.where(lengths[:, None] > 0, logits, prefilled[:rows])
-        picked = _pick(logits, seeds, steps, sampling, want_top)
-        if rows == whole:
-            return picked, part
-        return picked, jax.tree.map(lambda a, p: lax.dynamic_update_slice_in_dim(a, p, 0, axis=0), cache, part)
+        return _pick(logits, seeds, steps, sampling, want_top), cache
 
     def _move(self, cache: KVCache, prefilled, src, dst):
         """Copy row src (its cache and prefill logits) to row dst, in place."""
@@ -533,7 +529,7 @@ class Scheduler:
         sampling = SamplingArrays(*(column[:rows] for column in self._sampling))
         out, self._cache = self._fns.decode(
             self._weights, self._cache, self._prefilled, tokens, lengths, self._seeds[:rows], steps, sampling,
-            self._want_top[:rows], rows=rows,
+            self._want_top[:rows],
         )
         return jax.device_get(out)
 

@@ -144,7 +144,8 @@ def _matmul(x: jax.Array, kernel: nnx.Param) -> jax.Array:
 
 
 def _write_cache(cache, new, positions):
-    """cache (B, Hkv, S, D) with new (B, T, Hkv, D) written at positions (B, T); out-of-range positions are dropped.
+    """cache (B, Hkv, S, D) with new (b, T, Hkv, D) written into its first b rows at positions (b, T);
+    out-of-range positions are dropped.
 
     One scatter index per (row, token, head), so the scatter updates the donated cache in place:
     with a single index (batch 1, one token) XLA rewrites it as a dynamic-update-slice and then
@@ -196,7 +197,8 @@ class Attention(nnx.Module):
         q, k, v = self.qkv(x, ve, cos, sin)
         k_cache = _write_cache(k_cache, k, positions)
         v_cache = _write_cache(v_cache, v, positions)
-        y = cache_attention(q, k_cache.astype(q.dtype), v_cache.astype(q.dtype), positions, window)
+        # The chunk's b rows are the cache's first b (GPT.decode): attention reads only those.
+        y = cache_attention(q, k_cache[:b].astype(q.dtype), v_cache[:b].astype(q.dtype), positions, window)
         return _matmul(y.reshape(b, t, -1), self.c_proj), k_cache, v_cache
 
 
@@ -344,14 +346,20 @@ class GPT(nnx.Module):
         of the chunk is smeared with the cache's previous embedding when there is one, so a
         chunked forward equals the training forward. Returns (logits, new cache); logits are
         (B, T, vocab), or (B, vocab) at each row's last real token with last_only.
+
+        The cache may hold more rows than idx: then idx's B rows are the cache's first B, and
+        the rows after them are left as they are (a batch of active rows kept at the front
+        decodes at its own size, with the cache updated in place).
         """
         b, t = idx.shape
+        if b > cache.batch_size:
+            raise ValueError(f"decode got {b} rows for a cache of {cache.batch_size}")
         lengths = jnp.full((b,), t, jnp.int32) if lengths is None else lengths.astype(jnp.int32)
-        positions = cache.pos[:, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
+        positions = cache.pos[:b, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
         cos, sin = rotary(positions, self.config.head_dim, self.config.rope_base, self.dtype)
         x = self._embed(idx)
-        prev = jnp.concatenate([cache.prev_embedding.astype(x.dtype), x[:, :-1]], axis=1)
-        has_prev = jnp.concatenate([cache.has_prev[:, None], jnp.ones((b, t - 1), bool)], axis=1)
+        prev = jnp.concatenate([cache.prev_embedding[:b].astype(x.dtype), x[:, :-1]], axis=1)
+        has_prev = jnp.concatenate([cache.has_prev[:b, None], jnp.ones((b, t - 1), bool)], axis=1)
         smeared = x + self._smear_gate(x) * prev * has_prev[..., None].astype(x.dtype)
         active = lengths > 0
         last = jnp.take_along_axis(x, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)  # pre-smear, as nanochat
@@ -365,12 +373,14 @@ class GPT(nnx.Module):
         h = self._trunk(smeared, idx, run_block)
         if last_only:
             h = jnp.take_along_axis(h, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
+        prev_embedding = cache.prev_embedding[:b]
         new_cache = KVCache(
             k=tuple(new_k),
             v=tuple(new_v),
-            pos=cache.pos + lengths,
+            pos=cache.pos.at[:b].add(lengths),
             # Rows with no new tokens (lengths == 0) keep their previous embedding.
-            prev_embedding=jnp.where(active[:, None, None], last.astype(cache.prev_embedding.dtype), cache.prev_embedding),
-            has_prev=cache.has_prev | active,
+            prev_embedding=cache.prev_embedding.at[:b].set(
+                jnp.where(active[:, None, None], last.astype(prev_embedding.dtype), prev_embedding)),
+            has_prev=cache.has_prev.at[:b].set(cache.has_prev[:b] | active),
         )
         return self.head(h), new_cache
