@@ -118,7 +118,7 @@ def main(argv=None) -> int:
     from flaxchat.train.checkpointing import TrainCheckpointError
     from flaxchat.train.data import DataSourceError
     from flaxchat.train.pretrain import PretrainConfig, PretrainError, pretrain
-    from flaxchat.train.progress import TrainProgress
+    from flaxchat.train.progress import TrainProgress, print_summary
     from flaxchat.train.sampling import greedy_samples
 
     try:
@@ -151,9 +151,7 @@ def main(argv=None) -> int:
     except (DataSourceError, TokenizerFileError, TrainCheckpointError, CoreError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    width = max(map(len, summary))
-    for key, value in summary.items():
-        print(f"{key:<{width}}  {value}")
+    print_summary(summary)
     return 0
 
 

@@ -82,7 +82,7 @@ def main(argv=None) -> int:
     from flaxchat.model.checkpoint import CheckpointError, read_meta
     from flaxchat.tokenizer import ConversationError
     from flaxchat.train.finetune import FinetuneError, newest_of_kind, output_for
-    from flaxchat.train.progress import TrainProgress
+    from flaxchat.train.progress import TrainProgress, print_summary
     from flaxchat.train.rl import RLConfig, rl
 
     class RLProgress(TrainProgress):
@@ -122,9 +122,7 @@ def main(argv=None) -> int:
     except (CheckpointError, ConversationError, EvalError, GenerationError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    width = max(map(len, summary))
-    for key, value in summary.items():
-        print(f"{key:<{width}}  {value}")
+    print_summary(summary)
     return 0
 
 

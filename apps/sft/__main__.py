@@ -97,7 +97,7 @@ def main(argv=None) -> int:
     from flaxchat.train.checkpointing import TrainCheckpointError
     from flaxchat.train.finetune import FinetuneError, newest_of_kind, output_for
     from flaxchat.train.optim import ScheduleError
-    from flaxchat.train.progress import TrainProgress
+    from flaxchat.train.progress import TrainProgress, print_summary
     from flaxchat.train.sft import SFTConfig, sft
     from flaxchat.train.sft_data import SFTDataError
     from flaxchat.tokenizer import ConversationError
@@ -124,9 +124,7 @@ def main(argv=None) -> int:
     except (CheckpointError, ConversationError, EvalError, SFTDataError, TrainCheckpointError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 1
-    width = max(map(len, summary))
-    for key, value in summary.items():
-        print(f"{key:<{width}}  {value}")
+    print_summary(summary)
     return 0
 
 

@@ -50,3 +50,10 @@ class TrainProgress:
 
 def _fmt(value: Any) -> str:
     return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """A run's summary as aligned `key  value` lines (what apps/pretrain, sft and rl print at the end)."""
+    width = max(map(len, summary), default=0)
+    for key, value in summary.items():
+        print(f"{key:<{width}}  {value}")
