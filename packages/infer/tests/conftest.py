@@ -115,9 +115,10 @@ def make_scripted():
 
 @pytest.fixture(scope="session")
 def make_model():
-    """make_model(seed, **config overrides) -> a randomized tiny GPT."""
+    """make_model(seed, cls=GPT, **config overrides) -> a randomized tiny GPT (or GPT subclass: the
+    same seed gives the same weights)."""
 
-    def make(seed: int, **overrides) -> GPT:
-        return random_gpt(tiny_config(**overrides), seed)
+    def make(seed: int, cls=GPT, **overrides) -> GPT:
+        return random_gpt(tiny_config(**overrides), seed, cls=cls)
 
     return make

@@ -12,12 +12,10 @@ import threading
 import jax
 import numpy as np
 import pytest
-from flax import nnx
 from flaxchat.infer.batcher import TOP_LOGPROBS, Scheduler, SchedulerClosedError, SchedulerConfig
 from flaxchat.infer.engine import Engine, EngineConfig
 from flaxchat.infer.errors import GenerationError
 from flaxchat.model import GPT
-from flaxchat.model.params import assign_params, named_params
 
 CONFIG = SchedulerConfig(slots=4, cache_len=128, min_prefill_len=64)  # prefill buckets 64 and 128, for every test
 # Tracing a function again (a new input signature) and compiling it for XLA both count.
@@ -58,10 +56,7 @@ class GatedGPT(GPT):
 
 @pytest.fixture(scope="module")
 def gated_model(make_model) -> GatedGPT:
-    source = make_model(0)
-    model = nnx.eval_shape(lambda: GatedGPT(source.config, rngs=nnx.Rngs(0)))
-    assign_params(model, {name: np.asarray(value) for name, value in named_params(source).items()})
-    return model
+    return make_model(0, cls=GatedGPT)
 
 
 @pytest.fixture(scope="module")

@@ -19,12 +19,10 @@ import jax
 import numpy as np
 import openai
 import pytest
-from flax import nnx
 from flaxchat.infer.batcher import Scheduler, SchedulerConfig
 from flaxchat.infer.engine import Engine
 from flaxchat.infer.server import ServerConfig, create_app, serve_in_background
 from flaxchat.model import GPT
-from flaxchat.model.params import assign_params, named_params
 
 MODEL = "tiny-test"
 PACE = {"seconds": 0.01}  # per forward pass
@@ -51,10 +49,7 @@ class Server(NamedTuple):
 
 @pytest.fixture(scope="module")
 def paced_model(make_model) -> PacedGPT:
-    source = make_model(0)
-    model = nnx.eval_shape(lambda: PacedGPT(source.config, rngs=nnx.Rngs(0)))
-    assign_params(model, {name: np.asarray(value) for name, value in named_params(source).items()})
-    return model
+    return make_model(0, cls=PacedGPT)
 
 
 @pytest.fixture(scope="module")
