@@ -52,8 +52,7 @@ def run_train(args) -> dict:
     print_table([
         ("device", result["device"]),
         ("matmul peak", f"{peak / 1e9:.1f} GFLOP/s (measured, jitted {2048}x{2048} fp32 matmul)"),
-        ("model", f"d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
-                  f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size}"),
+        ("model", describe(config)),
         ("batch", f"{args.device_batch_size} x {result['devices']} devices x {args.grad_accum} micro-steps "
                   f"= {result['tokens_per_step']:,} tokens"),
         ("train step", f"{result['step_s']:.2f} s  {result['tokens_per_s']:,.0f} tok/s  MFU {result['mfu_percent']}%"),
@@ -92,8 +91,7 @@ def run_decode(args) -> dict:
         ("device", result["device"]),
         ("memory bandwidth", f"{bandwidth / 1e9:.1f} GB/s (measured: in-place read+write of {args.bandwidth_mib} MiB)"),
         ("matmul peak", f"{peak / 1e9:.1f} GFLOP/s (measured, jitted 2048x2048 fp32 matmul)"),
-        ("model", f"{source}: d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
-                  f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size} {result['dtype']}"),
+        ("model", f"{source}: {describe(config)} {result['dtype']}"),
         ("bytes per step", f"{result['weight_bytes'] / 1e6:.1f} MB weights + {result['kv_read_bytes_per_row'] / 1e6:.2f} MB "
                            f"KV per row at context {cfg.context}; "
                            f"batch-1 ceiling {result['ceiling_batch1_tok_per_s']:,.0f} tok/s"),
@@ -125,8 +123,7 @@ def run_export(args) -> dict:
     result |= {"device": device_name(), "model": source}
     rows = [
         ("device", result["device"]),
-        ("model", f"{source}: d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
-                  f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size}"),
+        ("model", f"{source}: {describe(config)}"),
         ("request", f"batch 1, prompt {result['prompt_tokens']} tokens + {result['steps']} decode steps, "
                     f"KV cache {result['max_len']}"),
         ("convert", f"{result['convert_s']:.1f} s (prefill lengths {result['prefill_lengths']} + decode)"),
@@ -161,8 +158,7 @@ def run_serve(args) -> dict:
     result |= {"device": device_name(), "model": source}
     rows = [
         ("device", result["device"]),
-        ("model", f"{source}: d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
-                  f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size} {result['dtype']}"),
+        ("model", f"{source}: {describe(config)} {result['dtype']}"),
         ("server", f"{result['slots']} slots x {result['cache_len']} positions; streaming /v1/completions, prompt "
                    f"{cfg.prompt_tokens} tokens, max_tokens {cfg.max_tokens}, temperature {cfg.temperature}, "
                    f"{cfg.requests_per_stream} requests per stream"),
@@ -215,6 +211,11 @@ def batch_sizes(text: str) -> tuple[int, ...]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"batch sizes must be integers >= 1, got {text!r}")
     return sizes
+
+
+def describe(config) -> str:
+    return (f"d{config.n_layer} n_embd {config.n_embd} heads {config.n_head}x{config.head_dim} "
+            f"seq {config.sequence_len} window {config.window_pattern} vocab {config.vocab_size}")
 
 
 def print_table(rows) -> None:
