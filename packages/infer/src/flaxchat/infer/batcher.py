@@ -44,7 +44,7 @@ from jax import lax
 from flaxchat.infer.errors import GenerationError
 from flaxchat.infer.rows import Rows, SpecialTokens
 from flaxchat.infer.sampling import SamplingArrays, SamplingParams, sample_rows
-from flaxchat.infer.steps import merge_model, split_model
+from flaxchat.infer.steps import check_vocab, merge_model, power_of_two_at_least, prefill_bucket, split_model
 from flaxchat.model import GPT, KVCache
 from flaxchat.tokenizer import Tokenizer
 
@@ -290,19 +290,11 @@ def _compiled(graphdef, treedef) -> _Compiled:
     return _Compiled(graphdef, treedef)
 
 
-def _power_of_two_at_least(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
 class Scheduler:
     """Continuous batching over `model`: submit() requests from any thread, read their Streams."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, config: SchedulerConfig = SchedulerConfig()):
-        if tokenizer.vocab_size != model.config.vocab_size:
-            raise GenerationError(
-                f"tokenizer vocab ({tokenizer.vocab_size}) != model vocab ({model.config.vocab_size}): "
-                "load both from the same checkpoint"
-            )
+        check_vocab(model, tokenizer)
         self.model, self.tokenizer, self.config = model, tokenizer, config
         self.special = SpecialTokens.of(tokenizer)
         self.slots = config.slots
@@ -444,11 +436,11 @@ class Scheduler:
         return "the scheduler is closed"
 
     def _bucket(self, n: int) -> int:
-        return min(_power_of_two_at_least(max(n, self.config.min_prefill_len)), self.cache_len)
+        return prefill_bucket(n, self.config.min_prefill_len, self.cache_len)
 
     def _decode_rows_for(self, active: int) -> int:
         """The batch prefix a decode step runs for `active` rows: a power of two, at most slots."""
-        return min(_power_of_two_at_least(active), self.slots)
+        return min(power_of_two_at_least(active), self.slots)
 
     def _run(self, warmup: bool) -> None:
         try:

@@ -19,7 +19,7 @@ import numpy as np
 
 from flaxchat.infer.sampling import SamplingParams
 from flaxchat.infer.speculative import SpeculativeStats, compiled_round
-from flaxchat.infer.steps import compiled_model, split_model
+from flaxchat.infer.steps import compiled_model, power_of_two_at_least, split_model
 from flaxchat.model import GPT
 from flaxchat.model.counting import kv_bytes_per_token, kv_read_bytes_per_step, num_matmul_params, prefill_flops
 
@@ -95,10 +95,6 @@ def _round_up(n: int, block: int) -> int:
     return -(-n // block) * block
 
 
-def _power_of_two_at_least(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
 class _Runner:
     """One model's compiled functions and weights, a fixed random prompt and a cache length with room
     for the warm-up, the timed steps and `extra_positions`."""
@@ -113,7 +109,7 @@ class _Runner:
         self.key = jax.random.key(cfg.seed)
         rng = np.random.default_rng(cfg.seed)
         n = cfg.prompt_tokens
-        self.prompt = np.zeros((1, _power_of_two_at_least(n)), np.int32)
+        self.prompt = np.zeros((1, power_of_two_at_least(n)), np.int32)
         self.prompt[0, :n] = rng.integers(0, model.config.vocab_size, n)
         self.length = np.asarray([n], np.int32)
         needed = n + WARMUP_STEPS + cfg.steps + 1 + extra_positions
@@ -157,13 +153,13 @@ class _Runner:
     def padded_step_times(self, batch_size: int) -> list[float]:
         """The reference without a cache: each step re-runs the whole power-of-two padded sequence."""
         n = self.cfg.prompt_tokens
-        width = _power_of_two_at_least(n + WARMUP_STEPS + self.cfg.padded_steps)
+        width = power_of_two_at_least(n + WARMUP_STEPS + self.cfg.padded_steps)
         rng = np.random.default_rng(self.cfg.seed + 1)
         sequence = rng.integers(0, self.vocab, (batch_size, width)).astype(np.int32)
         times = []
         for step in range(WARMUP_STEPS + self.cfg.padded_steps):
             length = n + step
-            bucket = _power_of_two_at_least(length)
+            bucket = power_of_two_at_least(length)
             start = time.perf_counter()
             np.asarray(self.fns.padded_step(self.weights, sequence[:, :bucket], np.int32(length), self.key,
                                             np.int32(step), self.sampling))

@@ -28,7 +28,8 @@ from flaxchat.infer.errors import GenerationError
 from flaxchat.infer.rows import Rows, SpecialTokens
 from flaxchat.infer.sampling import SamplingArrays, SamplingParams
 from flaxchat.infer.speculative import SpeculativeStats, compiled_round
-from flaxchat.infer.steps import CompiledModel, compiled_model, split_model
+from flaxchat.infer.steps import (CompiledModel, check_vocab, compiled_model, power_of_two_at_least, prefill_bucket,
+                                   split_model)
 from flaxchat.model import GPT
 from flaxchat.tokenizer import Tokenizer
 
@@ -65,19 +66,11 @@ class _Request:
     cache_len: int
 
 
-def _power_of_two_at_least(n: int) -> int:
-    return 1 << max(n - 1, 0).bit_length()
-
-
 class Engine:
     """Generation for a GPT and its tokenizer (needed for tools and stop tokens)."""
 
     def __init__(self, model: GPT, tokenizer: Tokenizer, config: EngineConfig = EngineConfig()):
-        if tokenizer.vocab_size != model.config.vocab_size:
-            raise GenerationError(
-                f"tokenizer vocab ({tokenizer.vocab_size}) != model vocab ({model.config.vocab_size}): "
-                "load both from the same checkpoint"
-            )
+        check_vocab(model, tokenizer)
         self.model = model
         self.tokenizer = tokenizer
         self.config = config
@@ -121,7 +114,7 @@ class Engine:
             )
         block = self.config.cache_block
         cache_len = min(-(-needed // block) * block, self.max_positions)
-        bucket = min(_power_of_two_at_least(max(n, self.config.min_prefill_len)), cache_len)
+        bucket = prefill_bucket(n, self.config.min_prefill_len, cache_len)
         prompt = np.zeros((1, bucket), np.int32)
         prompt[0, :n] = tokens
         return _Request(
@@ -189,13 +182,13 @@ class Engine:
         fns, _, weights = self._compiled(self.model)
         n = int(req.length[0])
         total = n + req.max_tokens
-        width = _power_of_two_at_least(max(total, self.config.min_prefill_len))
+        width = power_of_two_at_least(max(total, self.config.min_prefill_len))
         sequence = np.zeros((req.num_samples, width), np.int32)
         sequence[:, :n] = req.prompt[0, :n]
         rows = self._rows(req.num_samples, tools=True)
         for step in range(req.max_tokens):
             length = n + step
-            bucket = _power_of_two_at_least(max(length, self.config.min_prefill_len))
+            bucket = power_of_two_at_least(max(length, self.config.min_prefill_len))
             sampled = fns.padded_step(
                 weights, sequence[:, :bucket], np.int32(length), req.key, np.int32(step), req.sampling
             )

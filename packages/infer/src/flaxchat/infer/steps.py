@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from flax import nnx
 
+from flaxchat.infer.errors import GenerationError
 from flaxchat.infer.sampling import SamplingArrays, sample
 from flaxchat.model import GPT, KVCache
 
@@ -64,6 +65,24 @@ def fast_loop(model: GPT, prompt, length, key, sampling, max_tokens, stops, *, n
 
     count, out, _, _ = jax.lax.while_loop(running, body, (jnp.int32(1), out, cache, jnp.isin(first, stops)))
     return out, count
+
+
+def power_of_two_at_least(n: int) -> int:
+    return 1 << max(n - 1, 0).bit_length()
+
+
+def prefill_bucket(n: int, min_len: int, cache_len: int) -> int:
+    """The padded length a prompt of n tokens is prefilled at: a power of two >= min_len, within the cache."""
+    return min(power_of_two_at_least(max(n, min_len)), cache_len)
+
+
+def check_vocab(model: GPT, tokenizer) -> None:
+    """The model and the tokenizer must share one vocabulary."""
+    if tokenizer.vocab_size != model.config.vocab_size:
+        raise GenerationError(
+            f"tokenizer vocab ({tokenizer.vocab_size}) != model vocab ({model.config.vocab_size}): "
+            "load both from the same checkpoint"
+        )
 
 
 def split_model(model: GPT):
