@@ -466,6 +466,7 @@ class Scheduler:
         for rows in row_buckets:
             idle = np.zeros(rows, np.int32)
             self._step(idle, idle, idle)
+        self._move_row(0, 0)  # compiles the row move that compaction uses
         logger.info("scheduler warmed up in %.1fs: %d slots x %d positions, prefill buckets %s, decode rows %s",
                     time.monotonic() - started, self.slots, self.cache_len, buckets, row_buckets)
 
@@ -525,6 +526,9 @@ class Scheduler:
         )
         return jax.device_get(out)
 
+    def _move_row(self, src: int, dst: int) -> None:
+        self._cache, self._prefilled = self._fns.move(self._cache, self._prefilled, np.int32(src), np.int32(dst))
+
     def _compact(self) -> None:
         """Move the last active rows into the free rows before them, so the active rows form a prefix."""
         while None in self._rows:
@@ -532,7 +536,7 @@ class Scheduler:
             last = max((i for i, s in enumerate(self._rows) if s is not None), default=-1)
             if last < hole:
                 return
-            self._cache, self._prefilled = self._fns.move(self._cache, self._prefilled, np.int32(last), np.int32(hole))
+            self._move_row(last, hole)
             self._rows[hole], self._rows[last] = self._rows[last], None
             for column in (self._seeds, self._want_top, *self._sampling):
                 column[hole] = column[last]
