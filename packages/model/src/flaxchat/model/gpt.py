@@ -358,8 +358,9 @@ class GPT(nnx.Module):
         positions = cache.pos[:b, None] + jnp.arange(t, dtype=jnp.int32)[None, :]
         cos, sin = rotary(positions, self.config.head_dim, self.config.rope_base, self.dtype)
         x = self._embed(idx)
-        prev = jnp.concatenate([cache.prev_embedding[:b].astype(x.dtype), x[:, :-1]], axis=1)
-        has_prev = jnp.concatenate([cache.has_prev[:b, None], jnp.ones((b, t - 1), bool)], axis=1)
+        row_prev, row_has_prev = cache.prev_embedding[:b], cache.has_prev[:b]
+        prev = jnp.concatenate([row_prev.astype(x.dtype), x[:, :-1]], axis=1)
+        has_prev = jnp.concatenate([row_has_prev[:, None], jnp.ones((b, t - 1), bool)], axis=1)
         smeared = x + self._smear_gate(x) * prev * has_prev[..., None].astype(x.dtype)
         active = lengths > 0
         last = jnp.take_along_axis(x, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)  # pre-smear, as nanochat
@@ -373,14 +374,13 @@ class GPT(nnx.Module):
         h = self._trunk(smeared, idx, run_block)
         if last_only:
             h = jnp.take_along_axis(h, jnp.maximum(lengths - 1, 0)[:, None, None], axis=1)[:, 0]
-        prev_embedding = cache.prev_embedding[:b]
         new_cache = KVCache(
             k=tuple(new_k),
             v=tuple(new_v),
             pos=cache.pos.at[:b].add(lengths),
             # Rows with no new tokens (lengths == 0) keep their previous embedding.
             prev_embedding=cache.prev_embedding.at[:b].set(
-                jnp.where(active[:, None, None], last.astype(prev_embedding.dtype), prev_embedding)),
-            has_prev=cache.has_prev.at[:b].set(cache.has_prev[:b] | active),
+                jnp.where(active[:, None, None], last.astype(row_prev.dtype), row_prev)),
+            has_prev=cache.has_prev.at[:b].set(row_has_prev | active),
         )
         return self.head(h), new_cache
