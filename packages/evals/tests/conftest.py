@@ -53,7 +53,7 @@ class BigramGPT(GPT):
     def hidden(self, idx):
         return jax.nn.one_hot(idx, self.config.vocab_size, dtype=jnp.float32)
 
-    def head(self, h):
+    def head(self, h, kernel_vc=None):
         return h @ self.table[...]
 
 
@@ -65,7 +65,7 @@ class PositionScriptedGPT(GPT):
         super().__init__(config, rngs=rngs)
         self.script = nnx.Variable(jnp.zeros((SCRIPT_LEN, config.vocab_size), jnp.float32))
 
-    def decode(self, idx, cache, lengths=None, *, last_only: bool = False):
+    def decode(self, idx, cache, lengths=None, *, last_only: bool = False, head_vc=None):
         if not last_only:
             raise NotImplementedError("the scripted model serves only last-token logits (the Engine's use)")
         _, cache = super().decode(idx, cache, lengths, last_only=True)

@@ -56,7 +56,7 @@ class ScriptedGPT(GPT):
         table = self.script[...]
         return table[jnp.minimum(seen, table.shape[0] - 1)]
 
-    def decode(self, idx, cache, lengths=None, *, last_only: bool = False):
+    def decode(self, idx, cache, lengths=None, *, last_only: bool = False, head_vc=None):
         b = idx.shape[0]  # the cache's first b rows decode
         before = cache.pos[:b]
         _, cache = super().decode(idx, cache, lengths, last_only=last_only)
@@ -68,7 +68,7 @@ class ScriptedGPT(GPT):
         b, t = idx.shape
         return jnp.broadcast_to(jnp.arange(1, t + 1, dtype=jnp.float32)[None, :, None], (b, t, 1))
 
-    def head(self, h):
+    def head(self, h, kernel_vc=None):
         return self._scripted(h[..., 0].astype(jnp.int32))
 
 

@@ -49,9 +49,9 @@ GATE = Gate()
 
 
 class GatedGPT(GPT):
-    def decode(self, idx, cache, lengths=None, *, last_only: bool = False):
+    def decode(self, idx, cache, lengths=None, *, last_only: bool = False, head_vc=None):
         jax.debug.callback(GATE.take)
-        return super().decode(idx, cache, lengths, last_only=last_only)
+        return super().decode(idx, cache, lengths, last_only=last_only, head_vc=head_vc)
 
 
 @pytest.fixture(scope="module")

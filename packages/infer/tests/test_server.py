@@ -36,9 +36,9 @@ def _forward_pace():
 
 
 class PacedGPT(GPT):
-    def decode(self, idx, cache, lengths=None, *, last_only: bool = False):
+    def decode(self, idx, cache, lengths=None, *, last_only: bool = False, head_vc=None):
         jax.debug.callback(_forward_pace)
-        return super().decode(idx, cache, lengths, last_only=last_only)
+        return super().decode(idx, cache, lengths, last_only=last_only, head_vc=head_vc)
 
 
 class Server(NamedTuple):

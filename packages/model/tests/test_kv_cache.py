@@ -1,7 +1,9 @@
 """Cached decoding must reproduce the full forward pass exactly (fp32)."""
 
+import jax
 import jax.numpy as jnp
 import numpy as np
+from flax import nnx
 from flaxchat.model import KVCache
 
 
@@ -113,3 +115,21 @@ def test_decoding_the_leading_rows_of_a_larger_cache(small_model, small_config, 
     np.testing.assert_array_equal(np.asarray(after.prev_embedding[1]), np.asarray(cache.prev_embedding[1]))
     with np.testing.assert_raises(ValueError):
         decode(tokens[:, :1].repeat(2, axis=0), cache)  # more rows than the cache holds
+
+
+def test_transposed_head_serves_several_rows_only(small_model, small_config, tokens):
+    """head_vc is the (vocab, C) head; decode uses it for several rows (same logits) and never for one."""
+    graphdef, state = nnx.split(small_model)
+    head_vc = jax.jit(lambda state: nnx.merge(graphdef, state).head_vc())(state)
+    assert head_vc.shape == (small_config.padded_vocab, small_config.n_embd)
+
+    @jax.jit
+    def decode(state, idx, head_vc):
+        cache = KVCache.empty(small_config, batch_size=idx.shape[0], max_len=64)
+        return nnx.merge(graphdef, state).decode(idx, cache, head_vc=head_vc)[0]
+
+    for idx in (tokens[:, :5], tokens[:1, :1]):
+        plain = np.asarray(decode(state, idx, None))
+        np.testing.assert_allclose(np.asarray(decode(state, idx, head_vc)), plain, atol=1e-5, rtol=0)
+        used = not np.allclose(np.asarray(decode(state, idx, jnp.zeros_like(head_vc))), plain)
+        assert used == (idx.size > 1)

@@ -44,7 +44,8 @@ from jax import lax
 from flaxchat.infer.errors import GenerationError
 from flaxchat.infer.rows import Rows, SpecialTokens
 from flaxchat.infer.sampling import SamplingArrays, SamplingParams, sample_rows
-from flaxchat.infer.steps import check_vocab, merge_model, power_of_two_at_least, prefill_bucket, split_model
+from flaxchat.infer.steps import (check_vocab, compiled_model, head_for_rows, merge_model, power_of_two_at_least,
+                                   prefill_bucket, split_model)
 from flaxchat.model import GPT, KVCache
 from flaxchat.tokenizer import Tokenizer
 
@@ -248,12 +249,12 @@ class _Compiled:
         cache = jax.tree.map(lambda whole, one: lax.dynamic_update_slice_in_dim(whole, one, slot, axis=0), cache, row)
         return cache, lax.dynamic_update_slice_in_dim(prefilled, logits, slot, axis=0)
 
-    def _decode(self, weights, cache: KVCache, prefilled, tokens, lengths, seeds, steps, sampling, want_top):
+    def _decode(self, weights, head_vc, cache: KVCache, prefilled, tokens, lengths, seeds, steps, sampling, want_top):
         """Feed one token to each of the first len(tokens) rows (rows with length 0 stay as they are)
         and draw each one's next; rows that feed nothing draw from their prefill logits (their first
         token). The rows after them are not touched."""
         rows = tokens.shape[0]
-        logits, cache = self._model(weights).decode(tokens[:, None], cache, lengths, last_only=True)
+        logits, cache = self._model(weights).decode(tokens[:, None], cache, lengths, last_only=True, head_vc=head_vc)
         logits = jnp.where(lengths[:, None] > 0, logits, prefilled[:rows])
         return _pick(logits, seeds, steps, sampling, want_top), cache
 
@@ -301,6 +302,7 @@ class Scheduler:
         self.cache_len = config.cache_len or -(-model.config.sequence_len // 64) * 64
         graphdef, treedef, self._weights = split_model(model)  # read once: the served weights are fixed
         self._fns = _compiled(graphdef, treedef)
+        self._head_vc = head_for_rows(compiled_model(graphdef, treedef), self._weights, self.slots)
         self._cache = KVCache.empty(model.config, self.slots, self.cache_len, model.dtype)
         self._prefilled = jnp.zeros((self.slots, model.config.vocab_size), jnp.float32)  # first-token logits per row
         # Per-row inputs of the decode step, set when a request is admitted.
@@ -521,8 +523,8 @@ class Scheduler:
         rows = len(tokens)
         sampling = SamplingArrays(*(column[:rows] for column in self._sampling))
         out, self._cache = self._fns.decode(
-            self._weights, self._cache, self._prefilled, tokens, lengths, self._seeds[:rows], steps, sampling,
-            self._want_top[:rows],
+            self._weights, self._head_vc, self._cache, self._prefilled, tokens, lengths, self._seeds[:rows], steps,
+            sampling, self._want_top[:rows],
         )
         return jax.device_get(out)
 

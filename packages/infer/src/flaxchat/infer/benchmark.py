@@ -19,7 +19,7 @@ import numpy as np
 
 from flaxchat.infer.sampling import SamplingParams
 from flaxchat.infer.speculative import SpeculativeStats, compiled_round
-from flaxchat.infer.steps import compiled_model, power_of_two_at_least, split_model
+from flaxchat.infer.steps import compiled_model, head_for_rows, power_of_two_at_least, split_model
 from flaxchat.model import GPT
 from flaxchat.model.counting import kv_bytes_per_token, kv_read_bytes_per_step, num_matmul_params, prefill_flops
 
@@ -125,10 +125,11 @@ class _Runner:
         """Seconds between successive token columns reaching the host, pipelined as the Engine's loop:
         step i+1 is dispatched before the host reads column i."""
         fns, w = self.fns, self.weights
+        head_vc = head_for_rows(fns, w, batch_size)
         sampled, cache = self.start(batch_size)
         times, last = [], None
         for step in range(1, WARMUP_STEPS + self.cfg.steps + 1):
-            ahead = fns.decode_step(w, sampled, cache, self.key, np.int32(step), self.sampling)
+            ahead = fns.decode_step(w, sampled, cache, self.key, np.int32(step), self.sampling, head_vc)
             np.asarray(sampled)
             now = time.perf_counter()
             if step > WARMUP_STEPS:
@@ -140,9 +141,11 @@ class _Runner:
     def fast_step_time(self, batch_size: int) -> float:
         """The fast loop over `steps` tokens minus the same compiled loop stopped after its first token
         (prefill and first sample only), per decode step; medians over repeats."""
+        head_vc = head_for_rows(self.fns, self.weights, batch_size)
+
         def loop(max_tokens: int):
             return lambda: self.fns.fast_loop(self.weights, self.prompt, self.length, self.key, self.sampling,
-                                              np.int32(max_tokens), NO_STOPS, num_samples=batch_size,
+                                              np.int32(max_tokens), NO_STOPS, head_vc, num_samples=batch_size,
                                               cache_len=self.cache_len)
 
         decode_s = _median_time(loop(self.cfg.steps), self.cfg.repeats) - _median_time(loop(1), self.cfg.repeats)
@@ -156,13 +159,14 @@ class _Runner:
         width = power_of_two_at_least(n + WARMUP_STEPS + self.cfg.padded_steps)
         rng = np.random.default_rng(self.cfg.seed + 1)
         sequence = rng.integers(0, self.vocab, (batch_size, width)).astype(np.int32)
+        head_vc = head_for_rows(self.fns, self.weights, batch_size)
         times = []
         for step in range(WARMUP_STEPS + self.cfg.padded_steps):
             length = n + step
             bucket = power_of_two_at_least(length)
             start = time.perf_counter()
             np.asarray(self.fns.padded_step(self.weights, sequence[:, :bucket], np.int32(length), self.key,
-                                            np.int32(step), self.sampling))
+                                            np.int32(step), self.sampling, head_vc))
             if step >= WARMUP_STEPS:
                 times.append(time.perf_counter() - start)
         return times
@@ -210,6 +214,7 @@ def speculative(target: _Runner, draft_model: GPT, cfg: DecodeBenchConfig) -> di
     _, draft_cache = compiled_model(draft_graphdef, draft_treedef).prefill(
         draft_weights, target.prompt, target.length, num_samples=1, cache_len=target.cache_len)
     active = np.ones(1, bool)
+    heads = (target.fns.head_vc(target.weights), None)  # as the Engine: the target checks k + 1 tokens, the draft one
     stats = SpeculativeStats()
     committed, elapsed, rounds = 0, 0.0, 0
     # The prompt, a warm-up round, then rounds until `steps` tokens are committed, each writing up
@@ -218,7 +223,7 @@ def speculative(target: _Runner, draft_model: GPT, cfg: DecodeBenchConfig) -> di
         start = time.perf_counter()
         tokens, counts, cur, cache, draft_cache = run_round(
             target.weights, draft_weights, cur, cache, draft_cache, jax.random.fold_in(target.key, rounds),
-            target.sampling, active, k=cfg.spec_k,
+            target.sampling, active, heads, k=cfg.spec_k,
         )
         counts = np.asarray(counts)
         took = time.perf_counter() - start

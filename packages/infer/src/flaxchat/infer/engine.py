@@ -28,8 +28,8 @@ from flaxchat.infer.errors import GenerationError
 from flaxchat.infer.rows import Rows, SpecialTokens
 from flaxchat.infer.sampling import SamplingArrays, SamplingParams
 from flaxchat.infer.speculative import SpeculativeStats, compiled_round
-from flaxchat.infer.steps import (CompiledModel, check_vocab, compiled_model, power_of_two_at_least, prefill_bucket,
-                                   split_model)
+from flaxchat.infer.steps import (CompiledModel, check_vocab, compiled_model, head_for_rows, power_of_two_at_least,
+                                   prefill_bucket, split_model)
 from flaxchat.model import GPT
 from flaxchat.tokenizer import Tokenizer
 
@@ -154,20 +154,22 @@ class Engine:
             weights, req.prompt, req.length, req.key, req.sampling, num_samples=req.num_samples, cache_len=req.cache_len
         )
         rows = self._rows(req.num_samples, tools=True)
+        head_vc = head_for_rows(fns, weights, req.num_samples)
         for step in range(req.max_tokens):
             last = step + 1 == req.max_tokens
             ahead = None
             if not last and not rows.forcing:
                 # This column is exactly the samples: start the next step on them now, so the
                 # device computes while the host reads, yields and runs the consumer.
-                ahead = fns.decode_step(weights, sampled, cache, req.key, np.int32(step + 1), req.sampling)
+                ahead = fns.decode_step(weights, sampled, cache, req.key, np.int32(step + 1), req.sampling, head_vc)
             column, mask = rows.advance(np.asarray(sampled).tolist())
             yield column, mask
             if rows.all_completed or last:
                 return
             if ahead is None:  # forced tokens in this column: feed the column itself (on device, as `sampled` is)
                 ahead = fns.decode_step(
-                    weights, jax.device_put(np.asarray(column, np.int32)), cache, req.key, np.int32(step + 1), req.sampling
+                    weights, jax.device_put(np.asarray(column, np.int32)), cache, req.key, np.int32(step + 1), req.sampling,
+                    head_vc,
                 )
             sampled, cache = ahead
 
@@ -186,11 +188,12 @@ class Engine:
         sequence = np.zeros((req.num_samples, width), np.int32)
         sequence[:, :n] = req.prompt[0, :n]
         rows = self._rows(req.num_samples, tools=True)
+        head_vc = head_for_rows(fns, weights, req.num_samples)
         for step in range(req.max_tokens):
             length = n + step
             bucket = power_of_two_at_least(max(length, self.config.min_prefill_len))
             sampled = fns.padded_step(
-                weights, sequence[:, :bucket], np.int32(length), req.key, np.int32(step), req.sampling
+                weights, sequence[:, :bucket], np.int32(length), req.key, np.int32(step), req.sampling, head_vc
             )
             column, mask = rows.advance(np.asarray(sampled).tolist())
             yield column, mask
@@ -211,7 +214,8 @@ class Engine:
         fns, _, weights = self._compiled(self.model)
         out, count = fns.fast_loop(
             weights, req.prompt, req.length, req.key, req.sampling, np.int32(req.max_tokens),
-            self._stops, num_samples=req.num_samples, cache_len=req.cache_len,
+            self._stops, head_for_rows(fns, weights, req.num_samples), num_samples=req.num_samples,
+            cache_len=req.cache_len,
         )
         return self._replay(np.asarray(out)[:, : int(count)].T, req.num_samples)
 
@@ -256,6 +260,8 @@ class Engine:
         pending = [deque([token]) for token in np.asarray(cur).tolist()]
         committed = np.ones(req.num_samples, np.int64)  # tokens per row, yielded or pending
         rows = self._rows(req.num_samples, tools=False)
+        # The target checks k + 1 tokens per row: its head always runs over several rows.
+        heads = (fns.head_vc(weights), head_for_rows(draft_fns, draft_weights, req.num_samples))
         emitted = 0
         round_key = jax.random.fold_in(req.key, 1)  # step 0 (the first token) used fold_in(key, 0)
         while True:
@@ -267,7 +273,7 @@ class Engine:
             active = committed < req.max_tokens
             tokens, counts, cur, cache, draft_cache = run_round(
                 weights, draft_weights, cur, cache, draft_cache, jax.random.fold_in(round_key, stats.rounds),
-                req.sampling, active, k=k,
+                req.sampling, active, heads, k=k,
             )
             tokens, counts = np.asarray(tokens), np.asarray(counts)
             for row, count in enumerate(counts):

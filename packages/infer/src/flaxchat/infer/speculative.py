@@ -55,21 +55,25 @@ def _roll_back(model: GPT, cache: KVCache, before: KVCache, last, position, acti
 
 
 def speculative_round(
-    target: GPT, draft: GPT, cur, target_cache: KVCache, draft_cache: KVCache, key, sampling: SamplingArrays, active, *, k: int
+    target: GPT, draft: GPT, cur, target_cache: KVCache, draft_cache: KVCache, key, sampling: SamplingArrays, active,
+    heads=(None, None), *, k: int
 ):
     """One round for every row; rows with active False keep their state (their outputs are ignored).
+
+    heads: the target's and the draft's transposed heads (`head_for_rows`) or None.
 
     Returns (tokens (B, k+1), counts (B,), new cur (B,), target cache, draft cache): row b
     committed tokens[b, :counts[b]] (its accepted drafts, then the replacement or bonus token),
     and counts - 1 drafts were accepted.
     """
     b = cur.shape[0]
+    target_head_vc, draft_head_vc = heads
     draft_key, accept_key, residual_key = jax.random.split(key, 3)
     target_before, draft_before = target_cache, draft_cache
 
     def propose(carry, i):
         token, cache = carry
-        logits, cache = draft.decode(token[:, None], cache, last_only=True)
+        logits, cache = draft.decode(token[:, None], cache, last_only=True, head_vc=draft_head_vc)
         q = distribution(logits, sampling)
         proposal = sample_weights(q, jax.random.uniform(jax.random.fold_in(draft_key, i), (b,)))
         return (proposal, cache), (proposal, q)
@@ -80,7 +84,7 @@ def speculative_round(
     drafts, qs = drafts.T, jnp.moveaxis(qs, 0, 1)  # (B, k), (B, k, V)
 
     chunk = jnp.concatenate([cur[:, None], drafts], axis=1)  # (B, k+1)
-    logits, target_cache = target.decode(chunk, target_cache)
+    logits, target_cache = target.decode(chunk, target_cache, head_vc=target_head_vc)
     vocab = logits.shape[-1]
     ps = distribution(logits.reshape(b * (k + 1), vocab), sampling).reshape(b, k + 1, vocab)
 
@@ -114,9 +118,10 @@ def compiled_round(target_structure: tuple, draft_structure: tuple):
     """speculative_round jitted for one (target, draft) pair of (graphdef, treedef), both caches donated."""
 
     @functools.partial(jax.jit, static_argnames="k", donate_argnames=("target_cache", "draft_cache"))
-    def run(target_weights, draft_weights, cur, target_cache, draft_cache, key, sampling, active, *, k):
+    def run(target_weights, draft_weights, cur, target_cache, draft_cache, key, sampling, active, heads=(None, None),
+            *, k):
         target = merge_model(*target_structure, target_weights)
         draft = merge_model(*draft_structure, draft_weights)
-        return speculative_round(target, draft, cur, target_cache, draft_cache, key, sampling, active, k=k)
+        return speculative_round(target, draft, cur, target_cache, draft_cache, key, sampling, active, heads, k=k)
 
     return run

@@ -35,20 +35,23 @@ def start(model: GPT, prompt, length, key, sampling: SamplingArrays, *, num_samp
     return sample(logits, jax.random.fold_in(key, 0), sampling), cache
 
 
-def decode_step(model: GPT, tokens, cache: KVCache, key, step, sampling: SamplingArrays):
-    """Feed one token per row (B,) and draw the next (the draw for `step` uses fold_in(key, step))."""
-    logits, cache = model.decode(tokens[:, None], cache, last_only=True)
+def decode_step(model: GPT, tokens, cache: KVCache, key, step, sampling: SamplingArrays, head_vc=None):
+    """Feed one token per row (B,) and draw the next (the draw for `step` uses fold_in(key, step)).
+
+    head_vc: the transposed head (`head_for_rows`), faster for several rows."""
+    logits, cache = model.decode(tokens[:, None], cache, last_only=True, head_vc=head_vc)
     return sample(logits, jax.random.fold_in(key, step), sampling), cache
 
 
-def padded_step(model: GPT, sequence, length, key, step, sampling: SamplingArrays):
+def padded_step(model: GPT, sequence, length, key, step, sampling: SamplingArrays, head_vc=None):
     """Reference without a cache: the full forward over sequence (B, bucket), sample after position length-1."""
     hidden = model.hidden(sequence)
-    logits = model.head(jax.lax.dynamic_index_in_dim(hidden, length - 1, axis=1, keepdims=False))
+    logits = model.head(jax.lax.dynamic_index_in_dim(hidden, length - 1, axis=1, keepdims=False), head_vc)
     return sample(logits, jax.random.fold_in(key, step), sampling)
 
 
-def fast_loop(model: GPT, prompt, length, key, sampling, max_tokens, stops, *, num_samples: int, cache_len: int):
+def fast_loop(model: GPT, prompt, length, key, sampling, max_tokens, stops, head_vc=None, *, num_samples: int,
+              cache_len: int):
     """The whole request in one call: prefill, then decode steps in a while_loop until every row has
     produced a stop token or max_tokens columns exist. Returns (columns (B, cache_len), count)."""
     first, cache = start(model, prompt, length, key, sampling, num_samples=num_samples, cache_len=cache_len)
@@ -60,7 +63,7 @@ def fast_loop(model: GPT, prompt, length, key, sampling, max_tokens, stops, *, n
 
     def body(carry):
         count, out, cache, done = carry
-        nxt, cache = decode_step(model, out[:, count - 1], cache, key, count, sampling)
+        nxt, cache = decode_step(model, out[:, count - 1], cache, key, count, sampling, head_vc)
         return count + 1, out.at[:, count].set(nxt), cache, done | jnp.isin(nxt, stops)
 
     count, out, _, _ = jax.lax.while_loop(running, body, (jnp.int32(1), out, cache, jnp.isin(first, stops)))
@@ -83,6 +86,12 @@ def check_vocab(model: GPT, tokenizer) -> None:
             f"tokenizer vocab ({tokenizer.vocab_size}) != model vocab ({model.config.vocab_size}): "
             "load both from the same checkpoint"
         )
+
+
+def head_for_rows(fns: "CompiledModel", weights, rows: int):
+    """The transposed head (`GPT.head_vc`) for steps whose head runs over several rows, else None:
+    one row is faster with the stored layout, and making the copy reads the whole head once."""
+    return fns.head_vc(weights) if rows > 1 else None
 
 
 def split_model(model: GPT):
@@ -125,3 +134,4 @@ class CompiledModel:
         self.decode_step = jax.jit(_bind(graphdef, treedef, decode_step), donate_argnames="cache")
         self.padded_step = jax.jit(_bind(graphdef, treedef, padded_step))
         self.fast_loop = jax.jit(_bind(graphdef, treedef, fast_loop), static_argnames=shapes)
+        self.head_vc = jax.jit(_bind(graphdef, treedef, GPT.head_vc))
