@@ -18,7 +18,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from flaxchat.infer.sampling import SamplingParams
-from flaxchat.infer.speculative import SpeculativeStats, compiled_round
+from flaxchat.infer.speculative import SpeculativeStats, compiled_round, round_heads
 from flaxchat.infer.steps import compiled_model, head_for_rows, power_of_two_at_least, split_model
 from flaxchat.model import GPT
 from flaxchat.model.counting import kv_bytes_per_token, kv_read_bytes_per_step, num_matmul_params, prefill_flops
@@ -211,10 +211,11 @@ def speculative(target: _Runner, draft_model: GPT, cfg: DecodeBenchConfig) -> di
     draft_graphdef, draft_treedef, draft_weights = split_model(draft_model)
     run_round = compiled_round(target.structure, (draft_graphdef, draft_treedef))
     cur, cache = target.start(1)
-    _, draft_cache = compiled_model(draft_graphdef, draft_treedef).prefill(
-        draft_weights, target.prompt, target.length, num_samples=1, cache_len=target.cache_len)
+    draft_fns = compiled_model(draft_graphdef, draft_treedef)
+    _, draft_cache = draft_fns.prefill(draft_weights, target.prompt, target.length, num_samples=1,
+                                       cache_len=target.cache_len)
     active = np.ones(1, bool)
-    heads = (target.fns.head_vc(target.weights), None)  # as the Engine: the target checks k + 1 tokens, the draft one
+    heads = round_heads(target.fns, target.weights, draft_fns, draft_weights, rows=1)
     stats = SpeculativeStats()
     committed, elapsed, rounds = 0, 0.0, 0
     # The prompt, a warm-up round, then rounds until `steps` tokens are committed, each writing up

@@ -27,7 +27,7 @@ import numpy as np
 from flaxchat.infer.errors import GenerationError
 from flaxchat.infer.rows import Rows, SpecialTokens
 from flaxchat.infer.sampling import SamplingArrays, SamplingParams
-from flaxchat.infer.speculative import SpeculativeStats, compiled_round
+from flaxchat.infer.speculative import SpeculativeStats, compiled_round, round_heads
 from flaxchat.infer.steps import (CompiledModel, check_vocab, compiled_model, head_for_rows, power_of_two_at_least,
                                    prefill_bucket, split_model)
 from flaxchat.model import GPT
@@ -260,8 +260,7 @@ class Engine:
         pending = [deque([token]) for token in np.asarray(cur).tolist()]
         committed = np.ones(req.num_samples, np.int64)  # tokens per row, yielded or pending
         rows = self._rows(req.num_samples, tools=False)
-        # The target checks k + 1 tokens per row: its head always runs over several rows.
-        heads = (fns.head_vc(weights), head_for_rows(draft_fns, draft_weights, req.num_samples))
+        heads = round_heads(fns, weights, draft_fns, draft_weights, req.num_samples)
         emitted = 0
         round_key = jax.random.fold_in(req.key, 1)  # step 0 (the first token) used fold_in(key, 0)
         while True:

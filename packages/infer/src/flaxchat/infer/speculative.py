@@ -23,7 +23,7 @@ import jax
 import jax.numpy as jnp
 
 from flaxchat.infer.sampling import SamplingArrays, distribution, sample_weights
-from flaxchat.infer.steps import merge_model
+from flaxchat.infer.steps import CompiledModel, head_for_rows, merge_model
 from flaxchat.model import GPT, KVCache
 
 
@@ -54,13 +54,19 @@ def _roll_back(model: GPT, cache: KVCache, before: KVCache, last, position, acti
     )
 
 
+def round_heads(target_fns: CompiledModel, target_weights, draft_fns: CompiledModel, draft_weights, rows: int):
+    """The `heads` of speculative_round for `rows` rows: the target checks k + 1 tokens per row, so its
+    head always runs over several rows; the draft's runs over `rows`."""
+    return target_fns.head_vc(target_weights), head_for_rows(draft_fns, draft_weights, rows)
+
+
 def speculative_round(
     target: GPT, draft: GPT, cur, target_cache: KVCache, draft_cache: KVCache, key, sampling: SamplingArrays, active,
     heads=(None, None), *, k: int
 ):
     """One round for every row; rows with active False keep their state (their outputs are ignored).
 
-    heads: the target's and the draft's transposed heads (`head_for_rows`) or None.
+    heads: the target's and the draft's transposed heads or None (`round_heads`).
 
     Returns (tokens (B, k+1), counts (B,), new cur (B,), target cache, draft cache): row b
     committed tokens[b, :counts[b]] (its accepted drafts, then the replacement or bonus token),
