@@ -55,7 +55,7 @@ def _forward(h, kernel, targets, weights, vocab, cap, chunk, with_grads=False):
     w_vocab = kernel[:, :vocab].astype(h.dtype)
 
     def body(d_kernel, xs):
-        h_i, t_i, w_i = xs
+        h_i, t_i, w_i, h_i_t = xs
         z = _chunk_logits(h_i, w_vocab, vocab, cap)
         lse, losses = _chunk_loss(z, t_i)
         total = jnp.sum(w_i * losses)
@@ -66,17 +66,19 @@ def _forward(h, kernel, targets, weights, vocab, cap, chunk, with_grads=False):
         onehot = jax.nn.one_hot(t_i, vocab, dtype=jnp.float32)
         d_logits = (w_i[:, None] * (probs - onehot) * (1.0 - jnp.square(z / cap))).astype(h.dtype)
         d_h = jnp.dot(d_logits, w_vocab.T, preferred_element_type=jnp.float32)
-        # Accumulated as (vocab, C): XLA's CPU matmul writing (C, vocab) from h_i.T is 1.6x slower.
-        d_kernel = d_kernel + jnp.dot(d_logits.T, h_i, preferred_element_type=jnp.float32)
+        d_kernel = d_kernel + jnp.dot(h_i_t, d_logits, preferred_element_type=jnp.float32)
         return d_kernel, (total, d_h)
 
-    init = jnp.zeros((vocab, h.shape[1]), jnp.float32) if with_grads else None
-    d_kernel, (totals, d_h) = jax.lax.scan(body, init, (hc, tc, wc))
+    init = jnp.zeros((h.shape[1], vocab), jnp.float32) if with_grads else None
+    # The chunks' transposes, made before the loop: XLA's CPU matmul of a stored (C, chunk) array
+    # by d_logits runs ~1.4x faster than one contracting both operands' first axis.
+    hc_t = jnp.swapaxes(hc, 1, 2) if with_grads else None
+    d_kernel, (totals, d_h) = jax.lax.scan(body, init, (hc, tc, wc, hc_t))
     loss = jnp.sum(totals)
     if not with_grads:
         return loss, None
     d_h = d_h.reshape(-1, h.shape[1])[: h.shape[0]].astype(h.dtype)
-    d_kernel = jnp.pad(d_kernel.T, ((0, 0), (0, kernel.shape[1] - vocab))).astype(kernel.dtype)
+    d_kernel = jnp.pad(d_kernel, ((0, 0), (0, kernel.shape[1] - vocab))).astype(kernel.dtype)
     return loss, (d_h, d_kernel, targets, weights)
 
 
