@@ -3,7 +3,7 @@
     uv run apps/bench forward --depth 4 --max-seq-len 512
     uv run apps/bench train            # nanochat's CPU run config: d6, head dim 64, window L, seq 512, batch 32
     uv run apps/bench decode           # same model, random weights: decode per mode and batch, prefill, MBU
-    uv run apps/bench decode --model d12 --draft-model d4 --batch-sizes 1,8
+    uv run apps/bench decode --model d12 --draft-model d4 --batch-sizes 1,8 --prompt "The capital of France is"
     uv run apps/bench export           # same model: .tflite size and decode tok/s (fp32, int8) beside JAX CPU
     uv run apps/bench serve            # same model behind the server: aggregate tok/s and TTFT at 1, 4, 16 streams
 """
@@ -66,12 +66,17 @@ def run_decode(args) -> dict:
     from flaxchat.infer.benchmark import DecodeBenchConfig, bench_decode
     from flaxchat.model.benchmark import device_name, measure_matmul_peak, measure_memory_bandwidth
 
+    dtype = dtype_from_args(args)
+    model, tokenizer, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype, seed=0)
+    prompt_ids = ()
+    if args.prompt is not None:
+        if tokenizer is None:
+            raise ValueError("--prompt needs --model (a checkpoint with its tokenizer)")
+        prompt_ids = (tokenizer.bos_id, *tokenizer.encode(args.prompt))
     cfg = DecodeBenchConfig(
         batch_sizes=args.batch_sizes, context=args.context, steps=args.steps, prefill_tokens=args.prefill_tokens,
-        padded_max_batch=args.padded_max_batch, spec_k=args.spec_k, temperature=args.temperature,
+        padded_max_batch=args.padded_max_batch, spec_k=args.spec_k, temperature=args.temperature, prompt_ids=prompt_ids,
     )
-    dtype = dtype_from_args(args)
-    model, _, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype, seed=0)
     draft, draft_source = None, None
     if not args.no_speculative:
         draft, _, draft_source = load_or_build(
@@ -93,7 +98,7 @@ def run_decode(args) -> dict:
         ("matmul peak", f"{peak / 1e9:.1f} GFLOP/s (measured, jitted 2048x2048 fp32 matmul)"),
         ("model", f"{source}: {describe(config)} {result['dtype']}"),
         ("bytes per step", f"{result['weight_bytes'] / 1e6:.1f} MB weights + {result['kv_read_bytes_per_row'] / 1e6:.2f} MB "
-                           f"KV per row at context {cfg.context}; "
+                           f"KV per row at context {cfg.mean_context}; "
                            f"batch-1 ceiling {result['ceiling_batch1_tok_per_s']:,.0f} tok/s"),
     ]
     for e in result["decode"]:
@@ -249,6 +254,9 @@ def main(argv=None) -> int:
     decode.add_argument("--batch-sizes", type=batch_sizes, default=(1, 4, 16, 64), help="comma-separated (default 1,4,16,64)")
     decode.add_argument("--context", type=int, default=384, help="mean context while decoding (default 384, as nanochat)")
     decode.add_argument("--steps", type=int, default=32, help="timed decode steps per mode and batch size (default 32)")
+    decode.add_argument("--prompt", help="decode from this text (needs --model: its tokenizer), e.g. to measure a trained "
+                                         "draft's acceptance on real text; the context is then its length + steps/2 "
+                                         "(default: random tokens at --context)")
     decode.add_argument("--prefill-tokens", type=int, default=256,
                         help="batch-1 prompt for the prefill measurement (default 256)")
     decode.add_argument("--padded-max-batch", type=int, default=4, help="largest batch for the slow padded mode (default 4)")

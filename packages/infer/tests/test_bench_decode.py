@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 
 import pytest
-from flaxchat.infer.benchmark import BenchmarkError, DecodeBenchConfig
+from flaxchat.infer.benchmark import BenchmarkError, DecodeBenchConfig, _Runner, bench_decode
 from flaxchat.infer.errors import GenerationError
 from flaxchat.model.checkpoint import save_checkpoint
 
@@ -57,6 +57,31 @@ def test_decode_bench_reports_every_mode_batch_and_peak(tmp_path, model, tokeniz
     assert spec["speedup"] == pytest.approx(spec["tok_per_s"] / spec["cached_tok_per_s"], rel=0.01)
 
 
+def test_a_text_prompt_sets_the_tokens_decoding_starts_from(tmp_path, model, tokenizer, capsys):
+    path = save_checkpoint(tmp_path / "tiny", model, tokenizer)
+    text = "the cat sat on the mat"
+    flags = ["--model", str(path), "--prompt", text, "--batch-sizes", "1", "--padded-max-batch", "1", "--steps", "8",
+             "--prefill-tokens", "16", "--no-speculative", "--bandwidth-mib", "16"]
+    assert bench_app().main(["decode", *flags]) == 0
+    report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    prompt = [tokenizer.bos_id, *tokenizer.encode(text)]
+    assert report["prompt_tokens"] == len(prompt) and report["context"] == len(prompt) + 4
+    runner = _Runner(model, DecodeBenchConfig(batch_sizes=(1,), steps=8, prompt_ids=tuple(prompt)))
+    assert runner.prompt[0, : len(prompt)].tolist() == prompt and runner.length.tolist() == [len(prompt)]
+
+
+def test_a_text_prompt_needs_a_checkpoint_with_its_tokenizer(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        bench_app().main(["decode", "--prompt", "hello", "--depth", "1"])
+    assert exit_info.value.code == 2 and "--prompt needs --model" in capsys.readouterr().err
+
+
+def test_prompt_ids_outside_the_vocabulary_are_refused(model):
+    cfg = DecodeBenchConfig(batch_sizes=(1,), steps=8, prompt_ids=(1, model.config.vocab_size))
+    with pytest.raises(BenchmarkError, match="outside the model's vocabulary"):
+        bench_decode(model, cfg, memory_bandwidth=1e10, matmul_peak=1e10)
+
+
 def test_missing_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
     assert bench_app().main(["decode", "--model", str(tmp_path / "nowhere")]) == 1
     assert "no model checkpoint" in capsys.readouterr().err
@@ -67,6 +92,7 @@ def test_missing_checkpoint_is_an_error_not_a_traceback(tmp_path, capsys):
     (dict(batch_sizes=(0,)), "batch sizes"),
     (dict(steps=1), "steps"),
     (dict(context=4, steps=16), "context"),
+    (dict(prompt_ids=(3, -1)), "prompt ids"),
 ])
 def test_bad_settings_say_what_to_change(settings, message):
     with pytest.raises(BenchmarkError, match=message):

@@ -35,7 +35,11 @@ class BenchmarkError(ValueError):
 
 @dataclasses.dataclass(frozen=True)
 class DecodeBenchConfig:
-    """What to measure. Decoding starts at context - steps/2, so the mean context is `context`."""
+    """What to measure. Decoding starts at context - steps/2, so the mean context is `context`.
+
+    prompt_ids: a real prompt (token ids) to decode from instead of random tokens, so that a
+    trained draft meets text it can predict; the mean context is then its length + steps/2.
+    """
 
     batch_sizes: tuple[int, ...] = (1, 4, 16, 64)
     context: int = 384  # nanochat's measurement: prompt plus half the decoded tokens
@@ -48,6 +52,7 @@ class DecodeBenchConfig:
     repeats: int = 3  # timed runs of the fast loop and of prefill (the median is reported)
     cache_block: int = 256  # cache lengths round up to this, as the Engine's
     seed: int = 0
+    prompt_ids: tuple[int, ...] = ()
 
     def __post_init__(self):
         if not self.batch_sizes or any(isinstance(b, bool) or not isinstance(b, int) or b < 1 for b in self.batch_sizes):
@@ -63,11 +68,17 @@ class DecodeBenchConfig:
         if self.prompt_tokens < 1:
             raise BenchmarkError(f"context ({self.context}) must exceed steps/2 ({self.steps // 2}): "
                                  "decoding starts at context - steps/2")
+        if any(isinstance(t, bool) or not isinstance(t, int) or t < 0 for t in self.prompt_ids):
+            raise BenchmarkError("prompt ids must be integers >= 0")
         SamplingParams(self.temperature)  # validates it
 
     @property
     def prompt_tokens(self) -> int:
-        return self.context - self.steps // 2
+        return len(self.prompt_ids) if self.prompt_ids else self.context - self.steps // 2
+
+    @property
+    def mean_context(self) -> int:
+        return self.prompt_tokens + self.steps // 2
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +121,7 @@ class _Runner:
         rng = np.random.default_rng(cfg.seed)
         n = cfg.prompt_tokens
         self.prompt = np.zeros((1, power_of_two_at_least(n)), np.int32)
-        self.prompt[0, :n] = rng.integers(0, model.config.vocab_size, n)
+        self.prompt[0, :n] = cfg.prompt_ids if cfg.prompt_ids else rng.integers(0, model.config.vocab_size, n)
         self.length = np.asarray([n], np.int32)
         needed = n + WARMUP_STEPS + cfg.steps + 1 + extra_positions
         self.cache_len = _round_up(needed, cfg.cache_block)
@@ -258,8 +269,10 @@ def bench_decode(model: GPT, cfg: DecodeBenchConfig, *, memory_bandwidth: float,
     extra = SPEC_HEADROOM * (cfg.spec_k + 1) if draft_model is not None else 0
     runner = _Runner(model, cfg, extra_positions=extra)
     if runner.cache_len > 10 * model.config.sequence_len:
-        raise BenchmarkError(f"context {cfg.context} + steps {cfg.steps} exceed the model's positions")
-    cost = DecodeCost.of(model, cfg.context)
+        raise BenchmarkError(f"context {cfg.mean_context} + steps {cfg.steps} exceed the model's positions")
+    if max(cfg.prompt_ids, default=0) >= model.config.vocab_size:
+        raise BenchmarkError(f"prompt token {max(cfg.prompt_ids)} is outside the model's vocabulary ({model.config.vocab_size})")
+    cost = DecodeCost.of(model, cfg.mean_context)
     decode = []
     for batch_size in cfg.batch_sizes:
         for mode in MODES:
@@ -287,7 +300,7 @@ def bench_decode(model: GPT, cfg: DecodeBenchConfig, *, memory_bandwidth: float,
     result = {
         "config": model.config.to_dict(),
         "dtype": jnp.dtype(model.dtype).name,
-        "context": cfg.context,
+        "context": cfg.mean_context,
         "prompt_tokens": cfg.prompt_tokens,
         "decode_steps": cfg.steps,
         "cache_len": runner.cache_len,
