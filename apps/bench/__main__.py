@@ -72,7 +72,7 @@ def run_decode(args) -> dict:
     if args.prompt is not None:
         if tokenizer is None:
             raise ValueError("--prompt needs --model (a checkpoint with its tokenizer)")
-        prompt_ids = (tokenizer.bos_id, *tokenizer.encode(args.prompt))
+        prompt_ids = tuple(tokenizer.encode(args.prompt, prepend=tokenizer.bos_id))
     cfg = DecodeBenchConfig(
         batch_sizes=args.batch_sizes, context=args.context, steps=args.steps, prefill_tokens=args.prefill_tokens,
         padded_max_batch=args.padded_max_batch, spec_k=args.spec_k, temperature=args.temperature, prompt_ids=prompt_ids,

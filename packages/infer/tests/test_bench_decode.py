@@ -64,7 +64,7 @@ def test_a_text_prompt_sets_the_tokens_decoding_starts_from(tmp_path, model, tok
              "--prefill-tokens", "16", "--no-speculative", "--bandwidth-mib", "16"]
     assert bench_app().main(["decode", *flags]) == 0
     report = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    prompt = [tokenizer.bos_id, *tokenizer.encode(text)]
+    prompt = tokenizer.encode(text, prepend=tokenizer.bos_id)
     assert report["prompt_tokens"] == len(prompt) and report["context"] == len(prompt) + 4
     runner = _Runner(model, DecodeBenchConfig(batch_sizes=(1,), steps=8, prompt_ids=tuple(prompt)))
     assert runner.prompt[0, : len(prompt)].tolist() == prompt and runner.length.tolist() == [len(prompt)]

@@ -120,7 +120,7 @@ def _completion_prompt(state: ServerState, prompt: str | list[int], i: int, max_
     """(token ids, how many leading ids are implicit): text is encoded after <|bos|>, as nanochat evaluates.
     Checked before any prompt of the request is submitted."""
     if isinstance(prompt, str):
-        ids, implicit = [state.tokenizer.bos_id, *state.tokenizer.encode(prompt)], 1
+        ids, implicit = state.tokenizer.encode(prompt, prepend=state.tokenizer.bos_id), 1
     else:
         ids, implicit = list(prompt), 0
     vocab = state.tokenizer.vocab_size
