@@ -12,7 +12,7 @@ import threading
 import jax
 import numpy as np
 import pytest
-from flaxchat.infer.batcher import TOP_LOGPROBS, Scheduler, SchedulerClosedError, SchedulerConfig
+from flaxchat.infer.batcher import TOP_LOGPROBS, Scheduler, SchedulerClosedError, SchedulerConfig, capacity_buckets
 from flaxchat.infer.engine import Engine, EngineConfig
 from flaxchat.infer.errors import GenerationError
 from flaxchat.model import GPT
@@ -127,6 +127,35 @@ def test_requests_joining_and_leaving_mid_way_match_the_engine(scheduler, gated_
     ids, (_, m, kw) = prompts[1], REQUESTS[1]
     alone = scheduler.submit(ids, m, **kw)
     assert alone.wait(timeout=60) and alone.tokens() == streams[1].tokens()
+
+
+def test_a_reused_row_never_sees_the_previous_requests_keys(scheduler, gated_engine, tokenizer):
+    # A row is prefilled over its prompt's bucket only: past it, the row still holds the keys of
+    # the request before. A short prompt (bucket 64) decoding past position 64 in a row a long
+    # prompt (bucket 128) used first must still give the engine's tokens.
+    long_ids = prompt(tokenizer, REQUESTS[3][0])
+    short_ids = prompt(tokenizer, "hello there")
+    expected = expected_tokens(gated_engine, short_ids, 100, dict(temperature=0.0))
+    assert len(long_ids) > 64 and len(short_ids) + len(expected) > 64  # the short one crosses its bucket
+    capacities = []
+    for ids, max_tokens in ((long_ids, 8), (short_ids, 100), (short_ids, 8)):  # one at a time: each takes row 0
+        stream = scheduler.submit(ids, max_tokens, temperature=0.0)
+        assert stream.wait(timeout=120)
+        capacities.append(scheduler.stats().capacity)
+        if max_tokens == 100:
+            assert stream.tokens() == expected
+    # The cache follows the rows: 128 positions for the long prompt's bucket, 64 for the short
+    # prompt until it decodes past position 64, then 64 again for a short request.
+    assert scheduler.capacities == [64, 128] and capacities == [128, 128, 64]
+
+
+def test_capacity_buckets_halve_the_cache_twice_down_to_64_positions():
+    assert capacity_buckets(512) == [128, 256, 512]
+    assert capacity_buckets(2048) == [512, 1024, 2048]  # at most three: each is compiled per row count
+    assert capacity_buckets(128) == [64, 128]  # not below 64
+    assert capacity_buckets(384) == [96, 192, 384]
+    assert capacity_buckets(130) == [65, 130]  # an odd length is not halved
+    assert capacity_buckets(100) == [100] and capacity_buckets(48) == [48]
 
 
 def test_cancel_frees_the_row_for_a_queued_request(gated_model, tokenizer):

@@ -238,6 +238,7 @@ def test_metrics_count_requests_tokens_and_first_tokens(server, client):
     assert grew("flaxchat_time_to_first_token_seconds_count") == 2
     assert grew('flaxchat_rejected_requests_total{status="400"}') == 1
     assert after["flaxchat_slots"] == 8
+    assert after["flaxchat_cache_capacity"] == 64  # short rows: the smallest capacity (prefilled at 256, then cut)
     assert after["flaxchat_active_slots"] == after["flaxchat_queued_requests"] == 0
 
 

@@ -1,19 +1,26 @@
 """Continuous batching: many requests share one running decode batch over one KV cache.
 
-A `Scheduler` owns `slots` rows of a KV cache of fixed length and a background thread that
-loops: admit queued requests into free rows (a bucketed, jitted batch-1 prefill whose cache
-row and last logits are written into the batch at the free slot, donated, in place), then
-run ONE jitted decode step for the active rows, sample each row with its request's own
-settings (temperature / top-k / top-p / seed as per-row arrays: new settings never
-recompile) and push each row's token to its request's `Stream`. A just-admitted row feeds
-nothing in its first step and draws from its prefill logits, so the sampler is compiled once,
-in the decode step. A row is freed as soon as its request ends (<|assistant_end|> or <|bos|>,
+A `Scheduler` owns `slots` rows of a KV cache and a background thread that loops: admit
+queued requests into free rows (a bucketed, jitted batch-1 prefill whose cache row and last
+logits are written into the batch at the free slot, donated, in place), then run ONE decode
+step for the active rows (a jitted forward, then a jitted draw that samples each row with its
+request's own settings: temperature / top-k / top-p / seed as per-row arrays, so new settings
+never recompile) and push each row's token to its request's `Stream`. A just-admitted row
+feeds nothing in its first step and draws from its prefill logits, so the sampler is compiled
+once per row count, in the draw. A row is freed as soon as its request ends (<|assistant_end|> or <|bos|>,
 max_tokens, or cancelled), and a new request joins at the next step.
+
+The cache's length follows the rows: it holds `capacity` positions per row, the smallest of
+cache_len and its first two halvings (not below 64) that fits every active row, and grows or
+shrinks one level at a time (one copy of the cache) as rows get longer or long requests end.
+A decode step's attention reads every position the cache holds, so short conversations on a
+server with a long context do not pay for the whole context at every token (16 rows of d6,
+cache_len 512: 28 ms per step at 512 positions, 22 ms at 256).
 
 Active rows are kept at the front of the batch (a freed row's place is taken by the last
 active row) and the decode step runs only the first `rows` of them, `rows` a power of two
-(compiled once each, at warm-up): one conversation decodes at batch-1 speed, not at the cost
-of every slot. Rows inside that prefix that have nothing to feed (waiting on a tool) ride
+(compiled once each per capacity, at warm-up): one conversation decodes at batch-1 speed,
+not at the cost of every slot. Rows inside that prefix that have nothing to feed (waiting on a tool) ride
 along with length 0: their cache does not advance, their samples are ignored.
 
 Request i's token at column t is drawn with fold_in(key(seed_i), t), as `Engine` draws a
@@ -51,6 +58,7 @@ from flaxchat.tokenizer import Tokenizer
 
 logger = logging.getLogger(__name__)
 
+SMALLEST_CAPACITY = 64  # no halving of cache_len below this many positions
 TOP_LOGPROBS = 20  # alternatives computed per token when a request asks for logprobs (OpenAI's maximum)
 
 
@@ -73,6 +81,16 @@ class SchedulerConfig:
         c = self.cache_len
         if c is not None and (isinstance(c, bool) or not isinstance(c, int) or c < 2):
             raise GenerationError(f"SchedulerConfig.cache_len must be None or an integer >= 2, got {c!r}")
+
+
+def capacity_buckets(cache_len: int) -> list[int]:
+    """The cache lengths a scheduler moves between, ascending: cache_len and up to two halvings of
+    it, none below SMALLEST_CAPACITY. Each is compiled for every decode row count (d6: ~3 s per
+    compilation), so more levels would cost warm-up time for little."""
+    capacities = [cache_len]
+    while len(capacities) < 3 and capacities[0] % 2 == 0 and capacities[0] // 2 >= SMALLEST_CAPACITY:
+        capacities.insert(0, capacities[0] // 2)
+    return capacities
 
 
 @dataclasses.dataclass(frozen=True)
@@ -106,6 +124,7 @@ class SchedulerStats:
     generated_tokens: int  # pushed to streams
     decode_steps: int
     decode_rows: int  # rows computed over all decode steps (each step runs a power-of-two prefix of the batch)
+    capacity: int  # positions the cache holds per row now (cache_len or one of its halvings)
 
 
 class Stream:
@@ -223,6 +242,7 @@ class _Slot:
     request: _Request
     rows: Rows  # stop and tool bookkeeping for this one row
     step: int = 0  # columns so far: the next draw uses fold_in(key, step)
+    position: int = 0  # tokens this row holds in the cache
     next_token: int = 0  # the token fed at the next decode step
     tool_call: concurrent.futures.Future | None = None  # a python block running for this row
     tool_extra: dict = dataclasses.field(default_factory=dict)  # the logprobs of the <|python_end|> it follows
@@ -233,30 +253,50 @@ class _Compiled:
 
     def __init__(self, graphdef, treedef):
         self._structure = (graphdef, treedef)
-        self.admit = jax.jit(self._admit, donate_argnames=("cache", "prefilled"))
-        self.decode = jax.jit(self._decode, donate_argnames="cache")  # compiled once per number of rows
+        self.prefill = jax.jit(self._prefill)  # compiled once per prompt bucket
+        self.place = jax.jit(self._place, donate_argnames=("cache", "prefilled"))
+        self.resize = jax.jit(self._resize, static_argnames="capacity")  # a new shape: nothing to donate
+        # A decode step is two calls: the forward, compiled per number of rows and capacity, and the
+        # draw, per number of rows (compiling the sampler into every forward doubled warm-up).
+        self.forward = jax.jit(self._forward, donate_argnames="cache")
+        self.draw = jax.jit(self._draw)
         self.move = jax.jit(self._move, donate_argnames=("cache", "prefilled"))
         self.score = jax.jit(self._score)
 
     def _model(self, weights) -> GPT:
         return merge_model(*self._structure, weights)
 
-    def _admit(self, weights, cache: KVCache, prefilled, prompt, length, slot):
-        """Prefill prompt (1, bucket) into a fresh row; write it and its last logits (V,) at `slot`."""
+    def _prefill(self, weights, prompt, length):
+        """Prefill prompt (1, bucket) into a fresh row of `bucket` positions: its attention reads the
+        bucket's keys, not the whole cache's (a 128-token prompt at 512 positions: ~40 ms against ~55)."""
         model = self._model(weights)
-        row = KVCache.empty(model.config, 1, cache.max_len, cache.k[0].dtype)
-        logits, row = model.decode(prompt, row, length, last_only=True)
-        cache = jax.tree.map(lambda whole, one: lax.dynamic_update_slice_in_dim(whole, one, slot, axis=0), cache, row)
+        row = KVCache.empty(model.config, 1, prompt.shape[1], model.dtype)
+        return model.decode(prompt, row, length, last_only=True)
+
+    def _place(self, cache: KVCache, prefilled, logits, row: KVCache, slot):
+        """Write a prefilled row and its last logits (1, V) at `slot`. The slot's positions past the
+        row's keep the previous request's keys, which no query sees (a row attends only to
+        positions it has written)."""
+        cache = jax.tree.map(lambda whole, one: lax.dynamic_update_slice(whole, one, (slot,) + (0,) * (one.ndim - 1)),
+                             cache, row)
         return cache, lax.dynamic_update_slice_in_dim(prefilled, logits, slot, axis=0)
 
-    def _decode(self, weights, head_vc, cache: KVCache, prefilled, tokens, lengths, seeds, steps, sampling, want_top):
-        """Feed one token to each of the first len(tokens) rows (rows with length 0 stay as they are)
-        and draw each one's next; rows that feed nothing draw from their prefill logits (their first
-        token). The rows after them are not touched."""
-        rows = tokens.shape[0]
-        logits, cache = self._model(weights).decode(tokens[:, None], cache, lengths, last_only=True, head_vc=head_vc)
-        logits = jnp.where(lengths[:, None] > 0, logits, prefilled[:rows])
-        return _pick(logits, seeds, steps, sampling, want_top), cache
+    def _resize(self, cache: KVCache, *, capacity: int):
+        """The cache with `capacity` positions per row: cut (the positions past it are unused) or zero-padded."""
+        def fit(a):
+            held = a.shape[2]
+            return a[:, :, :capacity] if capacity <= held else jnp.pad(a, ((0, 0), (0, 0), (0, capacity - held), (0, 0)))
+        return cache.replace(k=tuple(map(fit, cache.k)), v=tuple(map(fit, cache.v)))
+
+    def _forward(self, weights, head_vc, cache: KVCache, tokens, lengths):
+        """Feed one token to each of the first len(tokens) rows (rows with length 0 stay as they are):
+        their next-token logits. The rows after them are not touched."""
+        return self._model(weights).decode(tokens[:, None], cache, lengths, last_only=True, head_vc=head_vc)
+
+    def _draw(self, logits, prefilled, lengths, seeds, steps, sampling, want_top):
+        """Each row's next token from its logits, or from its prefill logits (its first token) if it fed nothing."""
+        logits = jnp.where(lengths[:, None] > 0, logits, prefilled[: logits.shape[0]])
+        return _pick(logits, seeds, steps, sampling, want_top)
 
     def _move(self, cache: KVCache, prefilled, src, dst):
         """Copy row src (its cache and prefill logits) to row dst, in place."""
@@ -303,7 +343,9 @@ class Scheduler:
         graphdef, treedef, self._weights = split_model(model)  # read once: the served weights are fixed
         self._fns = _compiled(graphdef, treedef)
         self._head_vc = head_for_rows(compiled_model(graphdef, treedef), self._weights, self.slots)
-        self._cache = KVCache.empty(model.config, self.slots, self.cache_len, model.dtype)
+        self.capacities = capacity_buckets(self.cache_len)
+        self._capacity = self.capacities[0]
+        self._cache = KVCache.empty(model.config, self.slots, self._capacity, model.dtype)
         self._prefilled = jnp.zeros((self.slots, model.config.vocab_size), jnp.float32)  # first-token logits per row
         # Per-row inputs of the decode step, set when a request is admitted.
         self._seeds = np.zeros(self.slots, np.uint32)
@@ -424,7 +466,7 @@ class Scheduler:
             slots=self.slots, active=sum(row is not None for row in self._rows), queued=queued,
             peak_active=self._peak, submitted=self._submitted, finished=dict(self._finished),
             prompt_tokens=self._prompt_tokens, generated_tokens=self._generated, decode_steps=self._steps,
-            decode_rows=self._decode_rows,
+            decode_rows=self._decode_rows, capacity=self._capacity,
         )
 
     # The loop ------------------------------------------------------------------------------
@@ -462,15 +504,19 @@ class Scheduler:
     def _warmup(self) -> None:
         started = time.monotonic()
         buckets = sorted({self._bucket(n) for n in range(1, self.cache_len)})
-        for bucket in buckets:  # a 1-token prompt padded to each bucket, into (still free) row 0
-            self._prefill(0, np.zeros((1, bucket), np.int32), 1)
         row_buckets = sorted({self._decode_rows_for(n) for n in range(1, self.slots + 1)})
-        for rows in row_buckets:
-            idle = np.zeros(rows, np.int32)
-            self._step(idle, idle, idle)
-        self._move_row(0, 0)  # compiles the row move that compaction uses
-        logger.info("scheduler warmed up in %.1fs: %d slots x %d positions, prefill buckets %s, decode rows %s",
-                    time.monotonic() - started, self.slots, self.cache_len, buckets, row_buckets)
+        for capacity in self.capacities:  # growing through every capacity, then shrinking back
+            self._fit_capacity(capacity)
+            for bucket in buckets:  # a 1-token prompt padded to each bucket that fits, into (still free) row 0
+                if bucket <= capacity:
+                    self._prefill(0, np.zeros((1, bucket), np.int32), 1)
+            for rows in row_buckets:
+                idle = np.zeros(rows, np.int32)
+                self._step(idle, idle, idle)
+            self._move_row(0, 0)  # compiles the row move that compaction uses
+        self._fit_capacity(self.capacities[0])
+        logger.info("scheduler warmed up in %.1fs: %d slots x %s positions, prefill buckets %s, decode rows %s",
+                    time.monotonic() - started, self.slots, self.capacities, buckets, row_buckets)
 
     def _has_work(self) -> bool:
         if self._closing or self._queue:
@@ -506,7 +552,9 @@ class Scheduler:
         n = len(request.prompt)
         prompt = np.zeros((1, self._bucket(n)), np.int32)
         prompt[0, :n] = request.prompt
+        self._fit_capacity(max(prompt.shape[1], self._required_capacity()))
         self._prefill(slot, prompt, n)
+        self._rows[slot].position = n
         self._seeds[slot] = request.seed
         for column, value in zip(self._sampling, request.sampling):
             column[slot] = value
@@ -514,18 +562,27 @@ class Scheduler:
         self._prompt_tokens += n
 
     def _prefill(self, slot: int, prompt: np.ndarray, n: int) -> None:
-        self._cache, self._prefilled = self._fns.admit(
-            self._weights, self._cache, self._prefilled, prompt, np.asarray([n], np.int32), np.int32(slot)
-        )
+        logits, row = self._fns.prefill(self._weights, prompt, np.asarray([n], np.int32))
+        self._cache, self._prefilled = self._fns.place(self._cache, self._prefilled, logits, row, np.int32(slot))
+
+    def _required_capacity(self) -> int:
+        """The most positions an active row holds."""
+        return max((s.position for s in self._rows if s is not None), default=1)
+
+    def _fit_capacity(self, positions: int) -> None:
+        """Grow or shrink the cache, one capacity at a time, to the smallest capacity holding `positions`."""
+        target = next(c for c in self.capacities if c >= positions)
+        while self._capacity != target:
+            i = self.capacities.index(self._capacity)
+            self._capacity = self.capacities[i + 1 if target > self._capacity else i - 1]
+            self._cache = self._fns.resize(self._cache, capacity=self._capacity)
 
     def _step(self, tokens, lengths, steps):
         """One decode step over the first len(tokens) rows."""
         rows = len(tokens)
         sampling = SamplingArrays(*(column[:rows] for column in self._sampling))
-        out, self._cache = self._fns.decode(
-            self._weights, self._head_vc, self._cache, self._prefilled, tokens, lengths, self._seeds[:rows], steps,
-            sampling, self._want_top[:rows],
-        )
+        logits, self._cache = self._fns.forward(self._weights, self._head_vc, self._cache, tokens, lengths)
+        out = self._fns.draw(logits, self._prefilled, lengths, self._seeds[:rows], steps, sampling, self._want_top[:rows])
         return jax.device_get(out)
 
     def _move_row(self, src: int, dst: int) -> None:
@@ -554,6 +611,8 @@ class Scheduler:
         for i in drawing:
             state = self._rows[i]
             tokens[i], lengths[i], steps[i] = state.next_token, state.step > 0, state.step
+            state.position += lengths[i]  # the step writes the fed token's keys
+        self._fit_capacity(self._required_capacity())
         sampled, logprobs, top_ids, top_logprobs = self._step(tokens, lengths, steps)
         self._steps += 1
         self._decode_rows += rows

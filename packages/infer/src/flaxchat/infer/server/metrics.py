@@ -25,6 +25,7 @@ class _SchedulerCollector:
             ("flaxchat_slots", "Rows of the decode batch", s.slots),
             ("flaxchat_active_slots", "Rows generating now", s.active),
             ("flaxchat_queued_requests", "Requests waiting for a row", s.queued),
+            ("flaxchat_cache_capacity", "Positions the KV cache holds per row now", s.capacity),
         ):
             yield GaugeMetricFamily(name, doc, value=value)
         for name, doc, value in (
