@@ -46,9 +46,12 @@ def test_decode_bench_reports_every_mode_batch_and_peak(tmp_path, model, tokeniz
     assert report["weight_bytes"] == 4 * (2 * per_layer + 320 * 32 + 24 + 12)
     assert report["kv_read_bytes_per_row"] == 2 * 2 * 16 * 4 * 16  # layers x (k, v) x kv width x fp32 x context
     for e in report["decode"]:
-        assert e["ms_per_step"] > 0 and e["tok_per_s"] == pytest.approx(e["batch_size"] * 1e3 / e["ms_per_step"], rel=0.01)
+        ms = e["ms_per_step"]
+        assert ms > 0
+        rounding = 0.0005 / ms  # ms_per_step is reported to 0.001 ms: over 1% of the tiny model's ~0.04 ms step
+        assert e["tok_per_s"] == pytest.approx(e["batch_size"] * 1e3 / ms, rel=0.01 + rounding)
         step_bytes = report["weight_bytes"] + e["batch_size"] * report["kv_read_bytes_per_row"]
-        assert e["mbu_percent"] == pytest.approx(100 * step_bytes / (e["ms_per_step"] / 1e3) / bandwidth, rel=0.02, abs=0.1)
+        assert e["mbu_percent"] == pytest.approx(100 * step_bytes / (ms / 1e3) / bandwidth, rel=0.02 + rounding, abs=0.1)
     assert report["prefill"]["tokens"] == 16 and report["prefill"]["tok_per_s"] > 0
 
     spec = report["speculative"]
