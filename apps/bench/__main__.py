@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -66,17 +67,17 @@ def run_decode(args) -> dict:
     from flaxchat.infer.benchmark import DecodeBenchConfig, bench_decode
     from flaxchat.model.benchmark import device_name, measure_matmul_peak, measure_memory_bandwidth
 
-    dtype = dtype_from_args(args)
-    model, tokenizer, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype, seed=0)
-    prompt_ids = ()
-    if args.prompt is not None:
-        if tokenizer is None:
-            raise ValueError("--prompt needs --model (a checkpoint with its tokenizer)")
-        prompt_ids = tuple(tokenizer.encode(args.prompt, prepend=tokenizer.bos_id))
+    # The settings are checked before a model is loaded or built (seconds for d6).
+    if args.prompt is not None and not args.model:
+        raise ValueError("--prompt needs --model (a checkpoint with its tokenizer)")
     cfg = DecodeBenchConfig(
         batch_sizes=args.batch_sizes, context=args.context, steps=args.steps, prefill_tokens=args.prefill_tokens,
-        padded_max_batch=args.padded_max_batch, spec_k=args.spec_k, temperature=args.temperature, prompt_ids=prompt_ids,
+        padded_max_batch=args.padded_max_batch, spec_k=args.spec_k, temperature=args.temperature,
     )
+    dtype = dtype_from_args(args)
+    model, tokenizer, source = load_or_build(args.model, lambda: config_from_args(args, vocab_size=32768), dtype, seed=0)
+    if args.prompt is not None:
+        cfg = dataclasses.replace(cfg, prompt_ids=tuple(tokenizer.encode(args.prompt, prepend=tokenizer.bos_id)))
     draft, draft_source = None, None
     if not args.no_speculative:
         draft, _, draft_source = load_or_build(

@@ -107,8 +107,8 @@ def _round_up(n: int, block: int) -> int:
 
 
 class _Runner:
-    """One model's compiled functions and weights, a fixed random prompt and a cache length with room
-    for the warm-up, the timed steps and `extra_positions`."""
+    """One model's compiled functions and weights, a fixed prompt (cfg.prompt_ids, else random) and a
+    cache length with room for the warm-up, the timed steps and `extra_positions`."""
 
     def __init__(self, model: GPT, cfg: DecodeBenchConfig, extra_positions: int = 0):
         graphdef, treedef, self.weights = split_model(model)
@@ -266,12 +266,12 @@ def bench_decode(model: GPT, cfg: DecodeBenchConfig, *, memory_bandwidth: float,
     """
     if draft_model is not None and draft_model.config.vocab_size != model.config.vocab_size:
         raise BenchmarkError(f"draft vocab ({draft_model.config.vocab_size}) != target vocab ({model.config.vocab_size})")
+    if max(cfg.prompt_ids, default=0) >= model.config.vocab_size:
+        raise BenchmarkError(f"prompt token {max(cfg.prompt_ids)} is outside the model's vocabulary ({model.config.vocab_size})")
     extra = SPEC_HEADROOM * (cfg.spec_k + 1) if draft_model is not None else 0
     runner = _Runner(model, cfg, extra_positions=extra)
     if runner.cache_len > 10 * model.config.sequence_len:
         raise BenchmarkError(f"context {cfg.mean_context} + steps {cfg.steps} exceed the model's positions")
-    if max(cfg.prompt_ids, default=0) >= model.config.vocab_size:
-        raise BenchmarkError(f"prompt token {max(cfg.prompt_ids)} is outside the model's vocabulary ({model.config.vocab_size})")
     cost = DecodeCost.of(model, cfg.mean_context)
     decode = []
     for batch_size in cfg.batch_sizes:
