@@ -7,8 +7,8 @@ step for the active rows (a jitted forward, then a jitted draw that samples each
 request's own settings: temperature / top-k / top-p / seed as per-row arrays, so new settings
 never recompile) and push each row's token to its request's `Stream`. A just-admitted row
 feeds nothing in its first step and draws from its prefill logits, so the sampler is compiled
-once per row count, in the draw. A row is freed as soon as its request ends (<|assistant_end|> or <|bos|>,
-max_tokens, or cancelled), and a new request joins at the next step.
+once per row count, in the draw. A row is freed as soon as its request ends (<|assistant_end|>
+or <|bos|>, max_tokens, or cancelled), and a new request joins at the next step.
 
 The cache's length follows the rows: it holds `capacity` positions per row, the smallest of
 cache_len and its first two halvings (not below 64) that fits every active row, and grows or
@@ -20,8 +20,8 @@ cache_len 512: 28 ms per step at 512 positions, 22 ms at 256).
 Active rows are kept at the front of the batch (a freed row's place is taken by the last
 active row) and the decode step runs only the first `rows` of them, `rows` a power of two
 (compiled once each per capacity, at warm-up): one conversation decodes at batch-1 speed,
-not at the cost of every slot. Rows inside that prefix that have nothing to feed (waiting on a tool) ride
-along with length 0: their cache does not advance, their samples are ignored.
+not at the cost of every slot. Rows inside that prefix that have nothing to feed (waiting on a
+tool) ride along with length 0: their cache does not advance, their samples are ignored.
 
 Request i's token at column t is drawn with fold_in(key(seed_i), t), as `Engine` draws a
 batch-1 request, so a seeded request gives the same tokens alone or beside others (and,
