@@ -19,7 +19,7 @@ import numpy as np
 
 from flaxchat.infer.sampling import SamplingParams
 from flaxchat.infer.speculative import SpeculativeStats, compiled_round, round_heads
-from flaxchat.infer.steps import compiled_model, head_for_rows, power_of_two_at_least, split_model
+from flaxchat.infer.steps import CompiledModel, compiled_model, head_for_rows, power_of_two_at_least, split_model
 from flaxchat.model import GPT
 from flaxchat.model.counting import kv_bytes_per_token, kv_read_bytes_per_step, num_matmul_params, prefill_flops
 
@@ -49,7 +49,7 @@ class DecodeBenchConfig:
     padded_steps: int = 3
     spec_k: int = 4  # draft tokens per speculative round
     temperature: float = 0.0
-    repeats: int = 3  # timed runs of the fast loop and of prefill (the median is reported)
+    repeats: int = 3  # timed runs of the fast loop and of prefill, speculative/cached pairs (medians reported)
     cache_block: int = 256  # cache lengths round up to this, as the Engine's
     seed: int = 0
     prompt_ids: tuple[int, ...] = ()
@@ -218,43 +218,69 @@ def _entry(mode: str, batch_size: int, step_s: float, cost: DecodeCost, bandwidt
 
 
 def speculative(target: _Runner, draft_model: GPT, cfg: DecodeBenchConfig) -> dict:
-    """Batch-1 speculative decoding: committed tok/s and the draft's acceptance rate."""
+    """Batch-1 speculative decoding against the cached loop: `repeats` pairs of runs, each a
+    speculative run then the cached loop over as many steps, so that each speedup compares runs
+    seconds apart (a shared machine's speed drifts more than that between runs minutes apart).
+    Reports the acceptance rate, the medians, and every pair."""
     draft_graphdef, draft_treedef, draft_weights = split_model(draft_model)
-    run_round = compiled_round(target.structure, (draft_graphdef, draft_treedef))
+    draft = _Draft(compiled_model(draft_graphdef, draft_treedef), draft_weights,
+                   compiled_round(target.structure, (draft_graphdef, draft_treedef)))
+    stats, committed, runs = SpeculativeStats(), 0, []
+    for _ in range(cfg.repeats):
+        tok_per_s = _speculative_run(target, draft, cfg, stats)
+        cached_tok_per_s = 1.0 / float(np.median(target.cached_step_times(1)))
+        runs.append({"tok_per_s": round(tok_per_s, 1), "cached_tok_per_s": round(cached_tok_per_s, 1),
+                     "speedup": round(tok_per_s / cached_tok_per_s, 3)})
+    return {
+        "k": cfg.spec_k,
+        "draft_config": draft_model.config.to_dict(),
+        "rounds": stats.rounds,
+        "acceptance_rate": round(stats.acceptance_rate, 4),
+        "tokens_per_round": round((stats.accepted + stats.rounds) / stats.rounds, 3),
+        "tok_per_s": float(np.median([r["tok_per_s"] for r in runs])),
+        "cached_tok_per_s": float(np.median([r["cached_tok_per_s"] for r in runs])),
+        "speedup": float(np.median([r["speedup"] for r in runs])),
+        "runs": runs,
+    }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Draft:
+    """The draft's compiled functions and weights, and the round compiled for the (target, draft) pair."""
+
+    fns: CompiledModel
+    weights: object
+    run_round: Callable
+
+
+def _speculative_run(target: _Runner, draft: _Draft, cfg: DecodeBenchConfig, stats: SpeculativeStats) -> float:
+    """Rounds from the prompt until `steps` tokens are committed: committed tok/s, the first round
+    (the compilation, on the first run) untimed; `stats` counts the timed rounds."""
     cur, cache = target.start(1)
-    draft_fns = compiled_model(draft_graphdef, draft_treedef)
-    _, draft_cache = draft_fns.prefill(draft_weights, target.prompt, target.length, num_samples=1,
+    _, draft_cache = draft.fns.prefill(draft.weights, target.prompt, target.length, num_samples=1,
                                        cache_len=target.cache_len)
     active = np.ones(1, bool)
-    heads = round_heads(target.fns, target.weights, draft_fns, draft_weights, rows=1)
-    stats = SpeculativeStats()
+    heads = round_heads(target.fns, target.weights, draft.fns, draft.weights, rows=1)
     committed, elapsed, rounds = 0, 0.0, 0
     # The prompt, a warm-up round, then rounds until `steps` tokens are committed, each writing up
     # to k + 1 positions: the target's cache was sized with SPEC_HEADROOM rounds to spare.
     while committed < cfg.steps:
         start = time.perf_counter()
-        tokens, counts, cur, cache, draft_cache = run_round(
-            target.weights, draft_weights, cur, cache, draft_cache, jax.random.fold_in(target.key, rounds),
+        tokens, counts, cur, cache, draft_cache = draft.run_round(
+            target.weights, draft.weights, cur, cache, draft_cache, jax.random.fold_in(target.key, rounds),
             target.sampling, active, heads, k=cfg.spec_k,
         )
         counts = np.asarray(counts)
         took = time.perf_counter() - start
         rounds += 1
         if rounds == 1:
-            continue  # compilation
+            continue
         elapsed += took
         committed += int(counts.sum())
         stats.rounds += 1
         stats.proposed += cfg.spec_k
         stats.accepted += int(counts.sum()) - 1
-    return {
-        "k": cfg.spec_k,
-        "draft_config": draft_model.config.to_dict(),
-        "rounds": stats.rounds,
-        "acceptance_rate": round(stats.acceptance_rate, 4),
-        "tokens_per_round": round(committed / stats.rounds, 3),
-        "tok_per_s": round(committed / elapsed, 1),
-    }
+    return committed / elapsed
 
 
 def bench_decode(model: GPT, cfg: DecodeBenchConfig, *, memory_bandwidth: float, matmul_peak: float,
@@ -316,12 +342,7 @@ def bench_decode(model: GPT, cfg: DecodeBenchConfig, *, memory_bandwidth: float,
     }
     if draft_model is not None:
         spec = speculative(runner, draft_model, cfg)
-        baseline = next((e for e in decode if e["mode"] == "cached" and e["batch_size"] == 1), None)
-        if baseline is None:
-            baseline = _entry("cached", 1, float(np.median(runner.cached_step_times(1))), cost, memory_bandwidth, cfg.steps)
-        spec["cached_tok_per_s"] = baseline["tok_per_s"]
-        spec["speedup"] = round(spec["tok_per_s"] / baseline["tok_per_s"], 3)
         progress(f"speculative k={cfg.spec_k}: acceptance {spec['acceptance_rate']:.2%}, {spec['tok_per_s']} tok/s, "
-                 f"{spec['speedup']}x cached")
+                 f"{spec['speedup']}x cached (median of {cfg.repeats} alternating pairs)")
         result["speculative"] = spec
     return result
