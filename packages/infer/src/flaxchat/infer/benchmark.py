@@ -223,9 +223,10 @@ def speculative(target: _Runner, draft_model: GPT, cfg: DecodeBenchConfig) -> di
     seconds apart (a shared machine's speed drifts more than that between runs minutes apart).
     Reports the acceptance rate, the medians, and every pair."""
     draft_graphdef, draft_treedef, draft_weights = split_model(draft_model)
-    draft = _Draft(compiled_model(draft_graphdef, draft_treedef), draft_weights,
-                   compiled_round(target.structure, (draft_graphdef, draft_treedef)))
-    stats, committed, runs = SpeculativeStats(), 0, []
+    draft_fns = compiled_model(draft_graphdef, draft_treedef)
+    draft = _Draft(draft_fns, draft_weights, compiled_round(target.structure, (draft_graphdef, draft_treedef)),
+                   round_heads(target.fns, target.weights, draft_fns, draft_weights, rows=1))
+    stats, runs = SpeculativeStats(), []
     for _ in range(cfg.repeats):
         tok_per_s = _speculative_run(target, draft, cfg, stats)
         cached_tok_per_s = 1.0 / float(np.median(target.cached_step_times(1)))
@@ -246,11 +247,13 @@ def speculative(target: _Runner, draft_model: GPT, cfg: DecodeBenchConfig) -> di
 
 @dataclasses.dataclass(frozen=True)
 class _Draft:
-    """The draft's compiled functions and weights, and the round compiled for the (target, draft) pair."""
+    """The draft's compiled functions and weights, and the round compiled for the (target, draft) pair
+    with its heads (`round_heads`: made once, since the target's is a copy of its whole head)."""
 
     fns: CompiledModel
     weights: object
     run_round: Callable
+    heads: tuple
 
 
 def _speculative_run(target: _Runner, draft: _Draft, cfg: DecodeBenchConfig, stats: SpeculativeStats) -> float:
@@ -260,7 +263,6 @@ def _speculative_run(target: _Runner, draft: _Draft, cfg: DecodeBenchConfig, sta
     _, draft_cache = draft.fns.prefill(draft.weights, target.prompt, target.length, num_samples=1,
                                        cache_len=target.cache_len)
     active = np.ones(1, bool)
-    heads = round_heads(target.fns, target.weights, draft.fns, draft.weights, rows=1)
     committed, elapsed, rounds = 0, 0.0, 0
     # The prompt, a warm-up round, then rounds until `steps` tokens are committed, each writing up
     # to k + 1 positions: the target's cache was sized with SPEC_HEADROOM rounds to spare.
@@ -268,7 +270,7 @@ def _speculative_run(target: _Runner, draft: _Draft, cfg: DecodeBenchConfig, sta
         start = time.perf_counter()
         tokens, counts, cur, cache, draft_cache = draft.run_round(
             target.weights, draft.weights, cur, cache, draft_cache, jax.random.fold_in(target.key, rounds),
-            target.sampling, active, heads, k=cfg.spec_k,
+            target.sampling, active, draft.heads, k=cfg.spec_k,
         )
         counts = np.asarray(counts)
         took = time.perf_counter() - start
